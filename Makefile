@@ -1,0 +1,29 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both create .venv themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned to the local CPU wheel: any other spec pulls GBs of CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[train,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/otel-logbert demo --out demo-report
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -ra
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) demo-report runs

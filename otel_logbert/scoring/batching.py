@@ -1,0 +1,79 @@
+"""Chunking of long sessions, length-bucketed padding and merging chunk results back per session.
+
+Shared by every scorer (PyTorch in ``eval``, ONNX Runtime, Triton) so they agree exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from otel_logbert.parsing.vocabulary import PAD_ID
+from otel_logbert.scoring.base import SessionScore
+
+# Padded lengths are rounded up to a multiple of this, so that requests of similar length share a
+# shape (cheaper for ONNX Runtime, and what lets Triton's dynamic batcher merge requests).
+LENGTH_BUCKET = 8
+
+# A function that scores one padded batch: tokens int64 [B, L] -> (score [B], evidence [B, L]).
+BatchFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def chunk(session: Sequence[int], max_len: int) -> list[Sequence[int]]:
+    """Split a session into consecutive chunks of at most ``max_len`` keys (one empty chunk for an
+    empty session, so it still gets a score)."""
+    if len(session) <= max_len:
+        return [session]
+    return [session[i : i + max_len] for i in range(0, len(session), max_len)]
+
+
+def bucket_length(length: int, max_len: int) -> int:
+    return min(max_len, max(LENGTH_BUCKET, -(-length // LENGTH_BUCKET) * LENGTH_BUCKET))
+
+
+def pad_batch(chunks: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
+    """Chunks -> int64 [B, L] padded with PAD_ID, L = the bucketed length of the longest chunk."""
+    width = bucket_length(max((len(c) for c in chunks), default=1), max_len)
+    tokens = np.full((len(chunks), width), PAD_ID, dtype=np.int64)
+    for row, c in enumerate(chunks):
+        tokens[row, : len(c)] = c
+    return tokens
+
+
+def score_sessions(
+    sessions: Sequence[Sequence[int]], score_batch: BatchFn, max_len: int, batch_size: int
+) -> list[SessionScore]:
+    """Score sessions through ``score_batch``: chunk, sort by length, pad per batch, merge.
+
+    The session score is the maximum over its chunks; the evidence is concatenated in order.
+    """
+    chunks: list[Sequence[int]] = []
+    owner: list[int] = []
+    for index, session in enumerate(sessions):
+        for c in chunk(session, max_len):
+            chunks.append(c)
+            owner.append(index)
+    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+    chunk_scores = np.zeros(len(chunks), dtype=np.float64)
+    chunk_flags: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(chunks)
+    for start in range(0, len(order), batch_size):
+        ids = order[start : start + batch_size]
+        tokens = pad_batch([chunks[i] for i in ids], max_len)
+        scores, evidence = score_batch(tokens)
+        for row, i in enumerate(ids):
+            chunk_scores[i] = float(scores[row])
+            chunk_flags[i] = evidence[row, : len(chunks[i])] > 0.5
+    results: list[SessionScore] = []
+    position = 0
+    for index, session in enumerate(sessions):
+        n = len(chunk(session, max_len))
+        parts = range(position, position + n)
+        assert all(owner[p] == index for p in parts)
+        flags = np.concatenate([chunk_flags[p] for p in parts]) if n else np.zeros(0, dtype=bool)
+        results.append(SessionScore(
+            score=float(max(chunk_scores[p] for p in parts)),
+            unexpected=tuple(bool(f) for f in flags),
+        ))
+        position += n
+    return results
