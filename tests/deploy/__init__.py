@@ -1,0 +1,1 @@
+"""Deployment checks: Collector configs, the Helm chart, real-Collector legs, query examples."""
