@@ -39,46 +39,73 @@ def _t(pattern: str, mask_with: str) -> TokenMaskingInstruction:
 
 # --- rules shared by the presets (token-local unless noted) -----------------------------------------
 
-# Timestamps spelled with spaces: "Sun Jul 24 02:38:22 2005", "2017-05-16 00:00:00.008". Line-level.
+# Line-level: timestamps spelled with spaces, "Sun Jul 24 02:38:22 2005", "2017-05-16 00:00:00.008".
 DATETIME_WITH_SPACES = MaskingInstruction(
     r"\b(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) )?(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
     r" +\d{1,2} \d{2}:\d{2}:\d{2}(?: \d{4})?\b"
     r"|\b\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:[.,]\d+)?\b",
     "TIME",
 )
+# Line-level: data sizes, "9.2 KB", "2034 bytes (1.98 KB)", "67108864 bytes".
+DATA_SIZE = MaskingInstruction(
+    r"(?<![\w.])\d+(?:\.\d+)? ?(?:[KMGTP]i?B|B|bytes)\b(?: \(\d+(?:\.\d+)? ?[KMGTP]i?B\))?", "SIZE"
+)
 ISO_TIMESTAMP = _t(
     rf"{_B}\d{{4}}-\d{{2}}-\d{{2}}[T_-]\d{{2}}[:.]\d{{2}}[:.]\d{{2}}(?:[.,]\d+)?(?:Z|[+-]\d{{2}}:?\d{{2}})?{_E}",
     "TIME",
 )
-CLOCK = _t(rf"{_B}\d{{1,2}}:\d{{2}}:\d{{2}}(?:[.,]\d+)?{_E}", "TIME")
-UUID = _t(rf"{_B}{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}{_E}", "UUID")
+# 02:38:22, 02:38:22.123, and minutes:seconds 00:39.
+CLOCK = _t(rf"{_B}\d{{1,2}}:\d{{2}}(?::\d{{2}})?(?:[.,]\d+)?{_E}", "TIME")
 URL = _t(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+", "URL")
-IPV4 = _t(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?![\w.])", "IP")
-HOST_PORT = _t(r"(?<![\w.])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+:\d{1,5}(?![\w])", "HOST")
+# An endpoint: IPv4 or lower-case dotted host name, with a port.
+_IP = r"\d{1,3}(?:\.\d{1,3}){3}"
+ENDPOINT = _t(rf"(?<![\w.])(?:{_IP}|[a-z0-9-]+(?:\.[a-z0-9-]+)+):\d{{1,5}}(?![\w.])", "ADDR")
+# An IPv4 address, or a comma-separated list of them (X-Forwarded-For).
+IPV4 = _t(rf"(?<![\w.]){_IP}(?:,{_IP})*(?![\w.])", "IP")
+IPV6 = _t(rf"(?<![\w:.])(?:{_HEX}{{0,4}}:){{3,7}}{_HEX}{{1,4}}(?![\w:.])", "IP")
+FILE_PATH = _t(r"(?<![\w/.:~-])(?:~|\.{1,2})?(?:/[\w.$@+~%=-]+)+/?(?=[\s,;:'\")\]]|$)", "PATH")
+WINDOWS_PATH = _t(r"\b[A-Za-z]:\\[^\s\"',;]*", "PATH")
+UUID = _t(rf"{_B}{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}{_E}", "UUID")
 MAC = _t(rf"{_B}{_HEX}{{2}}(?::{_HEX}{{2}}){{5}}{_E}", "MAC")
 HEX_NUMBER = _t(rf"{_B}0[xX]{_HEX}+{_E}", "HEX")
 # A bare hex string of 8+ digits mixing letters and digits: trace/span ids, hashes, register dumps.
 HEX_ID = _t(rf"{_B}(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*[0-9]){_HEX}{{8,}}{_E}", "HEX")
-FILE_PATH = _t(r"(?<![\w/.:~-])(?:~|\.{1,2})?(?:/[\w.$@+~%=-]+)+/?(?=[\s,;:'\")\]]|$)", "PATH")
-WINDOWS_PATH = _t(r"\b[A-Za-z]:\\[^\s\"',;]*", "PATH")
+# snake_case ids carrying numbers: rdd_2_0, broadcast_9_piece0, attempt_2017..._m_000004_1026.
+SNAKE_ID = _t(r"\b[A-Za-z]+_(?=\w*\d)\w+\b", "ID")
+# Durations: 150ms, 1.5s, 2m30s.
+DURATION = _t(rf"{_B}(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+{_E}", "DURATION")
+# A number with optional sign, decimals and unit: 12, -3, 0.25, 1.2.3, 9.2KB, 80%.
+NUMBER = _t(rf"{_B}[-+]?\d+(?:\.\d+)*(?:[kKMGT]?i?[bB]|%)?{_E}", "NUM")
+# true/false/null as the value of key=value or key:value.
+KV_BOOLEAN = _t(r"(?<=[=:])(?:true|false|null|True|False|None)(?![\w])", "BOOL")
 HDFS_BLOCK = _t(r"\bblk_-?\d+\b", "BLK")
-# A number with optional sign, decimals and a unit, e.g. 12, -3, 0.25, 9.2KB, 150ms.
-NUMBER = _t(rf"{_B}[-+]?\d+(?:\.\d+)*(?:[kKMGT]?i?[bB]|ms|us|ns|s|m|h|%)?{_E}", "NUM")
+OPENSTACK_REQUEST = _t(rf"{_B}req-{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}{_E}", "REQ")
+# Kubernetes pod names: <deployment>-<replicaset hash>-<5 chars>.
+K8S_POD = _t(r"\b[a-z0-9](?:[-a-z0-9]*[a-z0-9])?-[a-z0-9]{8,10}-[a-z0-9]{5}\b", "POD")
+# Line-level, Proxifier: "lifetime <1 sec", "lifetime 00:39".
+PROXY_LIFETIME = MaskingInstruction(r"(?<=lifetime )(?:<\d+ sec|\d+(?::\d+)+)", "DURATION")
+# Proxifier: any host name with a port, "wpad:80", "BAYMSGR2012806.gateway.messenger.live.com:443".
+PROXY_ENDPOINT = _t(r"(?<![\w.])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*:\d{1,5}(?![\w.])", "ADDR")
 
 DEFAULT_RULES: tuple[MaskingInstruction, ...] = (
     DATETIME_WITH_SPACES,
+    DATA_SIZE,
     ISO_TIMESTAMP,
     URL,
-    UUID,
+    ENDPOINT,
     IPV4,
-    HOST_PORT,
-    MAC,
+    IPV6,
     FILE_PATH,
     WINDOWS_PATH,
+    UUID,
+    MAC,
     CLOCK,
     HEX_NUMBER,
     HEX_ID,
+    SNAKE_ID,
+    DURATION,
     NUMBER,
+    KV_BOOLEAN,
 )
 
 
@@ -119,32 +146,65 @@ def _replace(rules: tuple[MaskingInstruction, ...], old: MaskingInstruction, *ne
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
-        Preset("default", DEFAULT_RULES, description="generic: times, ids, addresses, paths, numbers"),
+        Preset(
+            "default", DEFAULT_RULES, sim_th=0.7, description="generic: times, ids, addresses, paths, numbers"
+        ),
         Preset(
             "hdfs",
             _replace(DEFAULT_RULES, FILE_PATH, FILE_PATH, HDFS_BLOCK),
+            sim_th=0.5,
             description="Hadoop HDFS: block ids blk_-123, host:port, paths",
         ),
-        Preset("bgl", DEFAULT_RULES, description="Blue Gene/L RAS events: registers, hex dumps"),
-        Preset("thunderbird", DEFAULT_RULES, description="Thunderbird syslog: hosts, daemons"),
+        Preset("bgl", DEFAULT_RULES, sim_th=0.5, description="Blue Gene/L RAS events: registers, hex dumps"),
+        Preset(
+            "thunderbird",
+            DEFAULT_RULES,
+            sim_th=0.6,
+            depth=5,
+            description="Thunderbird syslog: hosts, daemons",
+        ),
         Preset(
             "openstack",
-            _replace(
-                DEFAULT_RULES,
-                UUID,
-                _t(rf"{_B}req-{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}{_E}", "REQ"),
-                UUID,
-            ),
+            _replace(DEFAULT_RULES, UUID, OPENSTACK_REQUEST, UUID),
+            sim_th=0.9,
+            depth=5,
             description="OpenStack: request ids, instance UUIDs, HTTP request lines",
         ),
-        Preset("hadoop", DEFAULT_RULES, description="Hadoop MapReduce/YARN: attempt/container/job ids"),
-        Preset("spark", DEFAULT_RULES, description="Spark: task/stage numbers, broadcast blocks, sizes"),
-        Preset("linux", DEFAULT_RULES, description="Linux syslog: sshd/pam, kernel, dates inside messages"),
+        Preset(
+            "hadoop",
+            DEFAULT_RULES,
+            sim_th=0.6,
+            description="Hadoop MapReduce/YARN: attempt/container/job ids",
+        ),
+        Preset(
+            "spark",
+            DEFAULT_RULES,
+            sim_th=0.6,
+            depth=8,
+            description="Spark: task/stage numbers, broadcast blocks, sizes",
+        ),
+        Preset(
+            "linux",
+            DEFAULT_RULES,
+            sim_th=0.8,
+            depth=5,
+            description="Linux syslog: sshd/pam, kernel, dates inside messages",
+        ),
         Preset(
             "kubernetes",
-            DEFAULT_RULES,
+            _replace(DEFAULT_RULES, UUID, UUID, K8S_POD),
+            sim_th=0.7,
             description="Kubernetes / JSON app logs: pod names, UUIDs, trace ids, durations",
         ),
+        Preset(
+            "proxifier",
+            (PROXY_LIFETIME, *_replace(DEFAULT_RULES, ENDPOINT, ENDPOINT, PROXY_ENDPOINT)),
+            sim_th=0.9,
+            description="Proxifier-style proxy logs: endpoints, byte counts, lifetimes",
+        ),
+        Preset("android", DEFAULT_RULES, sim_th=0.7, description="Android logcat: key=value state dumps"),
+        Preset("hpc", DEFAULT_RULES, sim_th=0.95, description="HPC cluster events: node names, states"),
+        Preset("mac", DEFAULT_RULES, sim_th=0.9, depth=3, description="macOS system log: daemons, kexts"),
     )
 }
 
