@@ -194,6 +194,8 @@ PRESETS: dict[str, Preset] = {
             "kubernetes",
             _replace(DEFAULT_RULES, UUID, UUID, K8S_POD),
             sim_th=0.7,
+            # A JSON body has no spaces: split fields so Drain can wildcard one value at a time.
+            extra_delimiters=(",",),
             description="Kubernetes / JSON app logs: pod names, UUIDs, trace ids, durations",
         ),
         Preset(

@@ -197,3 +197,12 @@ def test_one_megabyte_line_is_truncated_for_parsing_only():
     assert not parser.parse("short line").truncated
     # The same long body maps to the same key every time.
     assert parser.parse(body).key == result.key
+
+
+def test_json_bodies_are_split_on_commas_in_the_kubernetes_preset():
+    parser = LogParser("kubernetes")
+    a = parser.parse('{"level":"info","msg":"login","user":"alice","took":"12ms"}')
+    b = parser.parse('{"level":"info","msg":"login","user":"bob","took":"7ms"}')
+    c = parser.parse('{"level":"error","msg":"db down","user":"bob","took":"1s"}')
+    assert a.key == b.key != c.key
+    assert b.template == '{"level":"info" "msg":"login" <*> "took":"<DURATION>"}'
