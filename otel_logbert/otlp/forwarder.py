@@ -1,0 +1,359 @@
+"""Forwarding enriched records downstream over OTLP (gRPC or HTTP), with retry and back-pressure.
+
+``Forwarder`` holds a queue of ``(origin, serialized record)``; workers take up to
+``batch_max_records`` at a time, regroup them under their resource and scope, and export the request.
+Retry follows the OTLP specification:
+
+- gRPC: UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, DATA_LOSS are retryable;
+  RESOURCE_EXHAUSTED only with a ``RetryInfo`` detail; other codes are permanent.
+- HTTP: 429, 502, 503, 504 and connection errors are retryable; other 4xx/5xx are permanent.
+- A throttling hint (``RetryInfo.retry_delay`` / ``Retry-After``) sets the next delay; otherwise the
+  delay grows exponentially from ``initial_backoff_s`` to ``max_backoff_s`` with jitter.
+- A retryable failure is retried until it succeeds (``max_elapsed_s: 0``) or for ``max_elapsed_s``.
+  Permanent failures are dropped and counted: retrying them can never succeed (OTLP says so too).
+- Partial success from downstream (``rejected_log_records``) is logged and counted, not retried.
+
+The queue never refuses records: the receivers ask ``has_room`` before accepting a request and push
+back on the sender (see ``otlp.receiver``) while it is full, which is how back-pressure reaches the
+Collector's sending queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+from otel_logbert.config import ForwardConfig, RetryConfig
+from otel_logbert.otlp.codec import (
+    LOGS_EXPORT_METHOD,
+    request_bytes,
+    resource_logs_bytes,
+    scope_logs_bytes,
+)
+from otel_logbert.otlp.retry import (
+    RETRYABLE_GRPC,
+    RETRYABLE_HTTP,
+    Backoff,
+    parse_retry_after,
+    retry_info_delay,
+)
+from otel_logbert.sessions.session import Origin
+
+log = logging.getLogger(__name__)
+
+# A queued record: where it came from, its serialized bytes (with the added attributes), and when
+# it became ready to forward (its session's close, in time.monotonic() seconds).
+Item = tuple[Origin, bytes, float]
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    """The result of one export attempt. ``rejected``: records the receiver refused (partial success)."""
+
+    ok: bool
+    retryable: bool = False
+    retry_after_s: float | None = None
+    message: str = ""
+    rejected: int = 0
+
+
+class LogsExporter(ABC):
+    """Sends one serialized ``ExportLogsServiceRequest``. Never raises: failures are outcomes."""
+
+    @abstractmethod
+    async def export(self, body: bytes, timeout_s: float) -> ExportOutcome: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; idempotent."""
+
+
+def grpc_target(endpoint: str) -> tuple[str, bool]:
+    """``http://host:port`` / ``https://host:port`` / ``host:port`` -> (target, use TLS)."""
+    if "://" in endpoint:
+        parts = urlsplit(endpoint)
+        return parts.netloc, parts.scheme == "https"
+    return endpoint, False
+
+
+class GrpcLogsExporter(LogsExporter):
+    def __init__(self, endpoint: str, headers: dict[str, str] | None = None, gzip_: bool = False) -> None:
+        self.target, self.tls = grpc_target(endpoint)
+        self.metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
+        self.compression = grpc.Compression.Gzip if gzip_ else grpc.Compression.NoCompression
+        self._channel: grpc.aio.Channel | None = None
+        self._call: grpc.aio.UnaryUnaryMultiCallable | None = None
+
+    def _stub(self) -> grpc.aio.UnaryUnaryMultiCallable:
+        if self._call is None:
+            options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+            self._channel = (
+                grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials(), options=options)
+                if self.tls
+                else grpc.aio.insecure_channel(self.target, options=options)
+            )
+            # Bytes in, bytes out: the request is already serialized.
+            self._call = self._channel.unary_unary(LOGS_EXPORT_METHOD)
+        return self._call
+
+    async def export(self, body: bytes, timeout_s: float) -> ExportOutcome:
+        try:
+            reply = await self._stub()(
+                body, timeout=timeout_s, metadata=self.metadata or None, compression=self.compression
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            delay = retry_info_delay(exc.trailing_metadata())
+            retryable = code in RETRYABLE_GRPC or (
+                code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None
+            )
+            return ExportOutcome(False, retryable, delay, f"{code.name}: {exc.details()}")
+        except Exception as exc:  # channel-level surprises are treated as transient
+            return ExportOutcome(False, True, None, f"{type(exc).__name__}: {exc}")
+        return _partial(reply)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._call = None
+
+
+class HttpLogsExporter(LogsExporter):
+    """OTLP/HTTP protobuf: ``POST <endpoint>/v1/logs``."""
+
+    def __init__(self, endpoint: str, headers: dict[str, str] | None = None, gzip_: bool = False) -> None:
+        base = endpoint if "://" in endpoint else f"http://{endpoint}"
+        self.url = (
+            base.rstrip("/") if base.rstrip("/").endswith("/v1/logs") else base.rstrip("/") + "/v1/logs"
+        )
+        self.headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
+        self.gzip = gzip_
+        if gzip_:
+            self.headers["Content-Encoding"] = "gzip"
+        self._session = None
+
+    async def export(self, body: bytes, timeout_s: float) -> ExportOutcome:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        payload = gzip.compress(body, compresslevel=1) if self.gzip else body
+        try:
+            async with self._session.post(
+                self.url, data=payload, headers=self.headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
+                content = await response.read()
+                if response.status == 200:
+                    return _partial(content)
+                retryable = response.status in RETRYABLE_HTTP
+                delay = parse_retry_after(response.headers.get("Retry-After"))
+                text = content[:200].decode("utf-8", "replace").strip()
+                return ExportOutcome(False, retryable, delay, f"HTTP {response.status}: {text}")
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return ExportOutcome(False, True, None, f"{type(exc).__name__}: {exc}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _partial(reply: bytes) -> ExportOutcome:
+    response = logs_service_pb2.ExportLogsServiceResponse()
+    with contextlib.suppress(DecodeError):
+        response.ParseFromString(reply)
+    rejected = response.partial_success.rejected_log_records
+    return ExportOutcome(True, rejected=rejected, message=response.partial_success.error_message)
+
+
+def build_exporter(
+    config: ForwardConfig, endpoint: str | None = None, protocol: str | None = None
+) -> LogsExporter:
+    endpoint = endpoint or config.endpoint
+    protocol = protocol or config.protocol
+    gzip_ = config.compression == "gzip"
+    if protocol == "grpc":
+        return GrpcLogsExporter(endpoint, config.headers, gzip_)
+    return HttpLogsExporter(endpoint, config.headers, gzip_)
+
+
+def build_request(items: list[Item]) -> bytes:
+    """Serialized ``ExportLogsServiceRequest``: records regrouped under their resource and scope,
+    in first-seen order."""
+    resources: dict[tuple[bytes | None, bytes], dict[tuple[bytes | None, bytes], list[bytes]]] = {}
+    for origin, data, _ in items:
+        scopes = resources.get(origin.resource_key)
+        if scopes is None:
+            scopes = resources[origin.resource_key] = {}
+        records = scopes.get(origin.scope_key)
+        if records is None:
+            records = scopes[origin.scope_key] = []
+        records.append(data)
+    out = []
+    for (resource, resource_schema), scopes in resources.items():
+        scope_logs = [scope_logs_bytes(scope, schema, records) for (scope, schema), records in scopes.items()]
+        out.append(resource_logs_bytes(resource, resource_schema, scope_logs))
+    return request_bytes(out)
+
+
+# (outcome, records, seconds) after each export attempt: ok | retry | dropped | rejected
+Observe = Callable[[str, int, float], None]
+
+
+class Forwarder:
+    def __init__(
+        self,
+        exporter: LogsExporter,
+        *,
+        queue_max_records: int = 200_000,
+        batch_max_records: int = 8192,
+        max_in_flight: int = 2,
+        timeout_s: float = 10.0,
+        retry: RetryConfig | None = None,
+        observe: Observe | None = None,
+        on_latency: Callable[[float], None] | None = None,
+    ) -> None:
+        """``observe`` is told about every attempt; ``on_latency`` gets, after each delivery, the
+        seconds from ready to acknowledged once per distinct ready time (i.e. per session)."""
+        self.exporter = exporter
+        self.queue_max_records = queue_max_records
+        self.batch_max_records = batch_max_records
+        self.max_in_flight = max_in_flight
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryConfig()
+        self.observe = observe
+        self.on_latency = on_latency
+        self._queue: deque[Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.in_flight_records = 0
+        self.last_error = ""
+        self._stopping = asyncio.Event()
+
+    @property
+    def pending(self) -> int:
+        """Records queued or being exported."""
+        return len(self._queue) + self.in_flight_records
+
+    def has_room(self, records: int) -> bool:
+        """True when ``records`` more fit under ``queue_max_records`` (always true when empty, so a
+        request larger than the whole queue is not refused forever)."""
+        pending = self.pending
+        return pending == 0 or pending + records <= self.queue_max_records
+
+    def put(self, items: list[Item]) -> None:
+        """Queue records for export (never blocks, never refuses)."""
+        if items:
+            self._queue.extend(items)
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        """Export batches forever (until cancelled)."""
+        while True:
+            await self._wakeup.wait()
+            await self._slots.acquire()
+            if not self._queue:
+                self._slots.release()
+                self._wakeup.clear()
+                continue
+            self._start(self._take())
+
+    async def drain(self, timeout_s: float) -> int:
+        """Export everything queued, waiting up to ``timeout_s``; returns the records left undelivered."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            self._start(self._take())
+        remaining = deadline - time.monotonic()
+        if self._tasks and remaining > 0:
+            await asyncio.wait(self._tasks, timeout=remaining)
+        self._stopping.set()  # retry loops give up at their next wake-up
+        left = self.pending
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        return left
+
+    async def close(self) -> None:
+        await self.exporter.close()
+
+    def _take(self) -> list[Item]:
+        queue = self._queue
+        return [queue.popleft() for _ in range(min(self.batch_max_records, len(queue)))]
+
+    def _start(self, batch: list[Item]) -> None:
+        self.in_flight_records += len(batch)
+        task = asyncio.create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[Item]) -> None:
+        try:
+            body = build_request(batch)
+            started = time.monotonic()
+            backoff = Backoff(self.retry.initial_backoff_s, self.retry.max_backoff_s)
+            while True:
+                attempt_started = time.perf_counter()
+                outcome = await self.exporter.export(body, self.timeout_s)
+                took = time.perf_counter() - attempt_started
+                if outcome.ok:
+                    self.last_error = ""
+                    if self.on_latency is not None:
+                        now = time.monotonic()
+                        for ready_at in {item[2] for item in batch}:
+                            self.on_latency(now - ready_at)
+                    self._observe("ok", len(batch) - outcome.rejected, took)
+                    if outcome.rejected:
+                        log.warning(
+                            "downstream rejected records (partial success)",
+                            extra={"rejected": outcome.rejected, "error": outcome.message},
+                        )
+                        self._observe("rejected", outcome.rejected, 0.0)
+                    return
+                self.last_error = outcome.message
+                elapsed = time.monotonic() - started
+                max_elapsed = self.retry.max_elapsed_s
+                if not outcome.retryable or (max_elapsed and elapsed >= max_elapsed):
+                    why = (
+                        "permanent error" if not outcome.retryable else f"still failing after {elapsed:.0f}s"
+                    )
+                    log.error(
+                        "forwarding failed; records dropped",
+                        extra={"records": len(batch), "why": why, "error": outcome.message},
+                    )
+                    self._observe("dropped", len(batch), took)
+                    return
+                delay = backoff.next(outcome.retry_after_s)
+                log.warning(
+                    "forwarding failed; will retry",
+                    extra={"records": len(batch), "retry_in_s": round(delay, 3), "error": outcome.message},
+                )
+                self._observe("retry", len(batch), took)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    return
+        finally:
+            self.in_flight_records -= len(batch)
+            self._slots.release()
+
+    def _observe(self, outcome: str, records: int, seconds: float) -> None:
+        if self.observe is not None:
+            self.observe(outcome, records, seconds)

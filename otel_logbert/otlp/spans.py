@@ -1,0 +1,178 @@
+"""Span events: the verdict of a trace-keyed session, inside its trace.
+
+For every scored session keyed by trace id, ``SpanEmitter.emit`` builds a span named
+``log.anomaly.session`` in the session's trace: parent = the span id of the session's first record
+that has one, start/end = the first/last record timestamps, resource ``service.name = otel-logbert``.
+It carries the verdict attributes and one event ``log.anomaly`` with score, threshold, is_anomaly,
+model and the templates of the unexpected keys, so a trace viewer shows the verdict in the trace.
+
+Spans are exported by opentelemetry-sdk's OTLP span exporter (gRPC or HTTP) from a worker thread, in
+batches. Spans are derived data: when the exporter cannot keep up, the oldest queued spans are
+dropped and counted (log records are never dropped for them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+from otel_logbert import __version__
+from otel_logbert.otlp.annotate import AttributeNames
+from otel_logbert.sessions.session import Session, Verdict
+
+log = logging.getLogger(__name__)
+
+SPAN_NAME = "log.anomaly.session"
+EVENT_NAME = "log.anomaly"
+MAX_UNEXPECTED_TEMPLATES = 32
+RESOURCE = Resource.create({"service.name": "otel-logbert", "service.version": __version__})
+SCOPE = InstrumentationScope("otel_logbert.sidecar", __version__)
+
+
+def build_span(
+    session: Session, verdict: Verdict, names: AttributeNames, unexpected_templates: Sequence[str]
+) -> ReadableSpan:
+    """The ``log.anomaly.session`` span of a scored, trace-keyed session."""
+    trace_id = int.from_bytes(session.trace_id, "big")
+    parent = None
+    if len(session.span_id) == 8 and any(session.span_id):
+        parent = SpanContext(
+            trace_id,
+            int.from_bytes(session.span_id, "big"),
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+    context = SpanContext(
+        trace_id, random.getrandbits(64) or 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+    )
+    now = time.time_ns()
+    start = session.first_ts or now
+    end = max(session.last_ts or now, start)
+    verdict_attributes = {
+        names.score: float(verdict.score or 0.0),
+        names.threshold: float(verdict.threshold or 0.0),
+        names.is_anomaly: bool(verdict.is_anomaly),
+        names.model: verdict.model,
+        names.model_version: verdict.model_version,
+    }
+    attributes = {
+        **verdict_attributes,
+        names.session_id: session.id,
+        names.session_length: len(session.keys),
+        f"{names.prefix}.service.name": session.service,
+    }
+    event = Event(
+        EVENT_NAME,
+        {**verdict_attributes, f"{names.prefix}.unexpected_templates": list(unexpected_templates)},
+        timestamp=end,
+    )
+    return ReadableSpan(
+        SPAN_NAME,
+        context=context,
+        parent=parent,
+        resource=RESOURCE,
+        attributes=attributes,
+        events=[event],
+        kind=SpanKind.INTERNAL,
+        instrumentation_scope=SCOPE,
+        start_time=start,
+        end_time=end,
+    )
+
+
+def unexpected_templates(session: Session, verdict: Verdict, template_of: Callable[[str], str]) -> list[str]:
+    """Distinct templates of the session's unexpected keys, in order, at most 32."""
+    if not verdict.unexpected:
+        return []
+    seen: dict[str, None] = {}
+    for key, flag in zip(session.keys, verdict.unexpected, strict=False):
+        if flag:
+            seen.setdefault(template_of(key), None)
+            if len(seen) >= MAX_UNEXPECTED_TEMPLATES:
+                break
+    return list(seen)
+
+
+# (outcome, spans) after each export: exported | failed | dropped
+Observe = Callable[[str, int], None]
+
+
+class SpanEmitter:
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        max_queue: int = 20_000,
+        batch_size: int = 512,
+        interval_s: float = 0.2,
+        observe: Observe | None = None,
+    ) -> None:
+        self.exporter = exporter
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.observe = observe
+        self._queue: deque[ReadableSpan] = deque()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="spans")
+
+    def emit(self, span: ReadableSpan) -> None:
+        if len(self._queue) >= self.max_queue:
+            self._queue.popleft()
+            self._observe("dropped", 1)
+        self._queue.append(span)
+
+    async def run(self) -> None:
+        """Export queued spans every ``interval_s`` (until cancelled)."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.flush()
+
+    async def flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            try:
+                result = await loop.run_in_executor(self._executor, self.exporter.export, batch)
+            except Exception as exc:  # the SDK exporter should not raise; be safe anyway
+                log.warning("span export raised", extra={"error": repr(exc)})
+                result = SpanExportResult.FAILURE
+            self._observe("exported" if result == SpanExportResult.SUCCESS else "failed", len(batch))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.exporter.shutdown()
+
+    def _observe(self, outcome: str, spans: int) -> None:
+        if self.observe is not None:
+            self.observe(outcome, spans)
+
+
+def build_span_exporter(
+    endpoint: str, protocol: str, timeout_s: float, headers: dict[str, str]
+) -> SpanExporter:
+    """opentelemetry-sdk's OTLP span exporter for ``endpoint`` (``http://host:port`` or ``host:port``)."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        insecure = not endpoint.startswith("https://")
+        target = endpoint.split("://", 1)[-1]
+        return OTLPSpanExporter(
+            endpoint=target, insecure=insecure, timeout=timeout_s, headers=headers or None
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
+    base = endpoint if "://" in endpoint else f"http://{endpoint}"
+    return HttpSpanExporter(
+        endpoint=base.rstrip("/") + "/v1/traces", timeout=timeout_s, headers=headers or None
+    )

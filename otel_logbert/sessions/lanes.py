@@ -1,0 +1,222 @@
+"""Lanes: the parser + model pairs a sidecar routes records to, by ``service.name``.
+
+A lane owns everything whose ids must agree: a Drain3 ``LogParser`` (log keys are its cluster ids),
+the bundle's vocabulary and scorer (trained on those ids), and a threshold policy. Sessions never mix
+lanes. The default lane uses ``scoring.bundle`` and ``parsing.masking``; ``scoring.routes`` and
+``parsing.masking_by_service`` send named services to other lanes (one lane per distinct
+bundle + masking pair, shared by the services that name the same pair).
+
+A lane's parser comes from, in order: its state file (``parsing.state_file``, suffixed with the lane
+name for non-default lanes) when it exists, so a restarted sidecar keeps its keys; else the bundle's
+``drain3.json`` (whose masking then wins over the configured one); else a fresh parser.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from otel_logbert.bundle import Bundle, load_bundle
+from otel_logbert.config import SidecarConfig
+from otel_logbert.errors import BundleError, UserError
+from otel_logbert.otlp.codec import attributes_bytes
+from otel_logbert.parsing.drain import LogParser
+from otel_logbert.parsing.vocabulary import Vocabulary
+from otel_logbert.scoring.base import Scorer, SessionScore
+from otel_logbert.sessions.threshold import DynamicThresholdPolicy, StaticThreshold, ThresholdPolicy
+
+log = logging.getLogger(__name__)
+
+# Parsed texts remembered per lane (text -> key); cleared when full. Identical bodies are common
+# (health checks, fixed messages), and a hit skips tokenising and masking entirely.
+TEXT_CACHE_SIZE = 100_000
+DEFAULT_LANE = "default"
+
+
+@dataclass
+class Lane:
+    """One parser (+ model). ``scorer`` is None in learn-only mode."""
+
+    index: int
+    name: str
+    parser: LogParser
+    template_attribute: str
+    scorer: Scorer | None = None
+    vocab: Vocabulary | None = None
+    threshold: ThresholdPolicy | None = None
+    model: str = ""
+    model_version: str = ""
+    state_file: Path | None = None
+    services: list[str] = field(default_factory=list)
+    _cache: dict[bytes | str, str] = field(default_factory=dict, repr=False)
+    _templates: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)
+
+    def parse(self, text: bytes | str) -> tuple[str, bytes]:
+        """Log key of ``text`` and the serialized ``log.record.template`` attribute for it."""
+        key = self._cache.get(text)
+        if key is None:
+            result = self.parser.parse(text)
+            key = result.key
+            if len(self._cache) >= TEXT_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[text] = key
+            known = self._templates.get(key)
+            if known is None or known[0] != result.template:
+                encoded = attributes_bytes([(self.template_attribute, result.template)])
+                self._templates[key] = (result.template, encoded)
+        return key, self._templates[key][1]
+
+    def template(self, key: str) -> str:
+        """The current template of ``key`` (the key itself if this lane never saw it)."""
+        known = self._templates.get(key)
+        return known[0] if known is not None else key
+
+    def score(self, sessions: Sequence[Sequence[str]]) -> list[SessionScore]:
+        """Encode and score sessions of log keys (blocking; run it in a worker thread).
+        Raises ``ScoringError`` (or anything the backend raises) on failure."""
+        assert self.scorer is not None and self.vocab is not None
+        vocab = self.vocab
+        return self.scorer.score([vocab.encode(keys) for keys in sessions])
+
+    def save_state(self) -> None:
+        if self.state_file is not None:
+            self.parser.save(self.state_file)
+
+    def close(self) -> None:
+        if self.scorer is not None:
+            self.scorer.close()
+
+
+class Router:
+    """``service.name`` -> lane; unknown services go to lane 0 (the default)."""
+
+    def __init__(self, lanes: list[Lane], by_service: dict[str, Lane]) -> None:
+        self.lanes = lanes
+        self.default = lanes[0]
+        self._by_service = by_service
+
+    def lane_for(self, service: str) -> Lane:
+        return self._by_service.get(service, self.default)
+
+    def close(self) -> None:
+        for lane in self.lanes:
+            lane.close()
+
+
+def build_router(config: SidecarConfig) -> Router:
+    """Load bundles, build scorers and parsers for every lane. Raises ``UserError`` (``BundleError``
+    for a missing or broken bundle) with a one-line message."""
+    scoring, parsing = config.scoring, config.parsing
+    bundle_of = {"": scoring.bundle} | dict(scoring.routes)
+    pairs: dict[tuple[str | None, str], list[str]] = {}
+    default_pair = (scoring.bundle if config.scoring_enabled else None, parsing.masking)
+    pairs[default_pair] = []
+    services = sorted(set(scoring.routes) | set(parsing.masking_by_service))
+    for service in services:
+        bundle = bundle_of.get(service, scoring.bundle) if config.scoring_enabled else None
+        masking = parsing.masking_by_service.get(service, parsing.masking)
+        pairs.setdefault((bundle, masking), []).append(service)
+
+    lanes: list[Lane] = []
+    by_service: dict[str, Lane] = {}
+    bundles: dict[str, Bundle] = {}
+    for index, ((bundle_path, masking), lane_services) in enumerate(pairs.items()):
+        name = DEFAULT_LANE if index == 0 else _lane_name(bundle_path, masking, lanes)
+        bundle = None
+        if bundle_path is not None:
+            bundle = bundles.get(bundle_path)
+            if bundle is None:
+                bundle = bundles[bundle_path] = load_bundle(
+                    bundle_path, require_onnx=scoring.scorer == "embedded"
+                )
+        state_file = lane_file(parsing.state_file, name) if parsing.state_file else None
+        lane = Lane(
+            index=index,
+            name=name,
+            parser=_parser(config, masking, bundle, state_file),
+            template_attribute=config.attributes.template,
+            state_file=state_file,
+            services=lane_services,
+        )
+        if bundle is not None:
+            lane.scorer = _scorer(config, bundle)
+            lane.vocab = bundle.vocab
+            lane.model = bundle.model
+            lane.model_version = bundle.model_version
+            lane.threshold = _threshold(config, bundle)
+        lanes.append(lane)
+        for service in lane_services:
+            by_service[service] = lane
+    return Router(lanes, by_service)
+
+
+def _lane_name(bundle: str | None, masking: str, lanes: list[Lane]) -> str:
+    base = Path(bundle).name if bundle else "learn"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{base}-{masking}")
+    taken = {lane.name for lane in lanes}
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}-{n}", n + 1
+    return candidate
+
+
+def lane_file(path: str, lane_name: str) -> Path:
+    """``path`` for the default lane, ``<stem>.<lane><suffix>`` beside it for the others."""
+    p = Path(path)
+    return p if lane_name == DEFAULT_LANE else p.with_name(f"{p.stem}.{lane_name}{p.suffix}")
+
+
+def _parser(config: SidecarConfig, masking: str, bundle: Bundle | None, state_file: Path | None) -> LogParser:
+    parsing = config.parsing
+    if state_file is not None and state_file.exists():
+        try:
+            parser = LogParser.load(state_file)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{state_file}: cannot load parser state ({exc})") from None
+        log.info("parser state loaded", extra={"path": str(state_file), "clusters": parser.cluster_count})
+        return parser
+    if bundle is not None and bundle.drain_state is not None:
+        try:
+            return LogParser.from_json(bundle.drain_state)
+        except ValueError as exc:
+            raise BundleError(f"{bundle.path}/drain3.json: {exc}") from None
+    try:
+        return LogParser(
+            masking=masking,
+            custom_masking=parsing.custom_masking or None,
+            max_line_chars=parsing.max_line_chars,
+        )
+    except ValueError as exc:
+        raise UserError(f"parsing.masking: {exc}") from None
+
+
+def _scorer(config: SidecarConfig, bundle: Bundle) -> Scorer:
+    scoring = config.scoring
+    if scoring.scorer == "embedded":
+        from otel_logbert.scoring.onnx import OnnxScorer
+
+        return OnnxScorer(bundle, batch_size=scoring.batch_size, threads=scoring.threads)
+    try:
+        from otel_logbert.scoring.triton import TritonScorer  # type: ignore[import-not-found]
+    except ImportError:
+        raise UserError("scoring.scorer: triton is not available in this build") from None
+    return TritonScorer(
+        bundle,
+        url=scoring.triton.url,
+        model_name=scoring.triton.model_name,
+        timeout_s=scoring.triton.timeout_s,
+    )
+
+
+def _threshold(config: SidecarConfig, bundle: Bundle) -> ThresholdPolicy:
+    if config.scoring.threshold == "static":
+        return StaticThreshold(bundle.static_threshold)
+    try:
+        from otel_logbert.models.threshold import DynamicThreshold  # type: ignore[import-not-found]
+    except ImportError:
+        raise UserError("scoring.threshold: dtpm is not available in this build") from None
+    params = bundle.threshold.get("dtpm") if isinstance(bundle.threshold.get("dtpm"), dict) else {}
+    return DynamicThresholdPolicy(lambda: DynamicThreshold(**params))
