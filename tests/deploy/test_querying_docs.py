@@ -85,22 +85,23 @@ def seed_documents(now_ns: int) -> list[dict]:
     minute = 60 * 10**9
     tA, tB = "5b8efff798038103d269b633813fc60c", "0af7651916cd43dd8448eb211c80319c"
     t0 = "11111111111111111111111111111111"
+    sA, sB, s0 = f"{tA}/1", f"{tB}/2", f"{t0}/1"  # session ids are "<key>/<n>"
     unexpected = {"log.anomaly.unexpected": True}
     docs = [
         log_doc(now_ns - 5 * minute, "checkout", "order 17 accepted",
-                verdict(tA, 0.93, True, 3, "order <*> accepted"), tA, "eee19b7ec3c1b174"),
+                verdict(sA, 0.93, True, 3, "order <*> accepted"), tA, "eee19b7ec3c1b174"),
         log_doc(now_ns - 4 * minute, "checkout", "payment gateway timeout after 30000 ms",
-                verdict(tA, 0.93, True, 3, "payment gateway timeout after <*> ms", **unexpected),
+                verdict(sA, 0.93, True, 3, "payment gateway timeout after <*> ms", **unexpected),
                 tA, "eee19b7ec3c1b174", "ERROR"),
         log_doc(now_ns - 3 * minute, "checkout", "retrying payment 3",
-                verdict(tA, 0.93, True, 3, "retrying payment <*>", **unexpected),
+                verdict(sA, 0.93, True, 3, "retrying payment <*>", **unexpected),
                 tA, "eee19b7ec3c1b174", "WARN"),
         log_doc(now_ns - 2 * minute, "checkout", "order 18 accepted",
-                verdict(tB, 0.12, False, 2, "order <*> accepted"), tB, "aaaaaaaaaaaaaaaa"),
+                verdict(sB, 0.12, False, 2, "order <*> accepted"), tB, "aaaaaaaaaaaaaaaa"),
         log_doc(now_ns - 1 * minute, "checkout", "order 18 shipped",
-                verdict(tB, 0.12, False, 2, "order <*> shipped"), tB, "aaaaaaaaaaaaaaaa"),
+                verdict(sB, 0.12, False, 2, "order <*> shipped"), tB, "aaaaaaaaaaaaaaaa"),
         log_doc(now_ns - 120 * minute, "checkout", "payment gateway timeout after 31000 ms",
-                verdict(t0, 0.88, True, 1, "payment gateway timeout after <*> ms", **unexpected),
+                verdict(s0, 0.88, True, 1, "payment gateway timeout after <*> ms", **unexpected),
                 t0, "bbbbbbbbbbbbbbbb"),
         log_doc(now_ns - 2 * minute, "payments", "ledger write failed code 7",
                 verdict("p1", 0.77, True, 1, "ledger write failed code <*>", **unexpected)),
@@ -193,7 +194,7 @@ def test_latest_anomalous_sessions(es):
     hits = run(es, "latest-anomalous-sessions")["hits"]["hits"]
     sessions = [h["_source"]["attributes"]["log.anomaly.session.id"] for h in hits if "log.anomaly.session.id"
                 in h["_source"].get("attributes", {})]
-    assert sessions == ["p1", "5b8efff798038103d269b633813fc60c", "11111111111111111111111111111111"]
+    assert sessions == ["p1", "5b8efff798038103d269b633813fc60c/1", "11111111111111111111111111111111/1"]
 
 
 def test_span_events(es):

@@ -8,7 +8,9 @@
    annotates the records (log.anomaly.*) and adds the `log.anomaly.session` span, and forwards both
    over OTLP/gRPC through a second rotel, whose output reaches a final sink.
 
-The receivers are in-process stubs (tests/deploy/otlp_stubs.py) until `otel-logbert serve` exists.
+3. Both legs again with the real `otel-logbert serve` (learn-only) in the sidecar's place.
+
+The other receivers are in-process stubs (tests/deploy/otlp_stubs.py).
 """
 
 from __future__ import annotations
@@ -194,3 +196,98 @@ def test_rotel_forwards_grpc_to_sidecar_and_its_output(tools, tmp_path):
     (span,) = sink.spans
     assert span.name == "log.anomaly.session" and span.trace_id == trace_id
     assert span.events[0].name == "log.anomaly"
+
+
+# --- the same legs against the real sidecar -----------------------------------------------------------
+# `otel-logbert serve` runs in learn-only mode (learn.enabled, learn.score: false): it needs no model
+# bundle (none can be trained in this test's time), still parses, sessions and forwards every record,
+# marking them `unscored` with the reason. Scoring itself is covered by the sidecar's own tests.
+
+
+@contextmanager
+def real_sidecar(tmp_path: Path, sessions: str, forward_port: int) -> Iterator[dict[str, int]]:
+    """Run `otel-logbert serve` on free loopback ports until it answers /readyz; yield the ports."""
+    import sys
+    import urllib.request
+
+    ports = {"grpc": free_port(), "http": free_port(), "telemetry": free_port()}
+    config = tmp_path / "sidecar.yaml"
+    config.write_text(
+        f'receivers: {{grpc: {{endpoint: "127.0.0.1:{ports["grpc"]}"}}, '
+        f'http: {{endpoint: "127.0.0.1:{ports["http"]}"}}}}\n'
+        f'forward: {{endpoint: "http://127.0.0.1:{forward_port}", protocol: grpc}}\n'
+        f"traces: {{enabled: false}}\n"
+        f"{sessions}\n"
+        f'telemetry: {{endpoint: "127.0.0.1:{ports["telemetry"]}", log_format: text}}\n'
+        f'learn: {{enabled: true, score: false, output: "{tmp_path / "sessions.txt"}"}}\n')
+    argv = [str(Path(sys.executable).parent / "otel-logbert"), "serve", "--config", str(config)]
+
+    def ready() -> bool:
+        try:
+            url = f"http://127.0.0.1:{ports['telemetry']}/readyz"
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    log = tmp_path / "sidecar.log"
+    with running(argv, {}, log) as proc:
+        try:
+            wait_for(lambda: ready() or proc.poll() is not None, 60, "the sidecar's /readyz")
+            assert proc.poll() is None, log.read_text()
+            yield ports
+        finally:
+            print("sidecar:", log.read_text()[-3000:])
+
+
+def test_otelcol_filelog_to_real_sidecar(tools, tmp_path):
+    """otelcol (filelog -> otlphttp) -> otel-logbert serve (HTTP receiver) -> forward (gRPC) -> sink."""
+    logdir = tmp_path / "hdfs"
+    logdir.mkdir()
+    (logdir / "datanode.log").write_text("\n".join(HDFS_LINES) + "\n")
+    sink_port = free_port()
+    sessions = ("parsing: {masking: hdfs}\n"
+                "sessions: {key: regex, regex: 'blk_-?\\d+', inactivity_timeout_s: 0.5}")
+    config = REPO / "collector-config" / "filelog-legacy.yaml"
+    with GrpcSink(sink_port) as sink, real_sidecar(tmp_path, sessions, sink_port) as ports:
+        env = {"HDFS_LOG_GLOB": str(logdir / "*.log"), "FILELOG_START_AT": "beginning",
+               "OTEL_LOGBERT_HTTP_ENDPOINT": f"http://127.0.0.1:{ports['http']}",
+               "OTELCOL_METRICS_HOST": "127.0.0.1", "OTELCOL_METRICS_PORT": str(free_port())}
+        with running([str(tools.otelcol), f"--config=file:{config}"], env, tmp_path / "otelcol.log"):
+            wait_for(lambda: len(sink.logs) >= len(HDFS_LINES), 45, "all lines forwarded by the sidecar")
+    assert sorted(r["body"] for r in sink.logs) == sorted(HDFS_LINES)
+    by_body = {r["body"]: r for r in sink.logs}
+    first = by_body[HDFS_LINES[0]]
+    assert first["resource"]["service.name"] == "hdfs"  # set by the filelog config, kept by the sidecar
+    assert first["attributes"]["log.anomaly.session.id"].startswith("blk_38865049064139660")
+    assert first["attributes"]["log.anomaly.status"] == "unscored"  # learn-only: no model
+    assert "<BLK>" in first["attributes"]["log.record.template"]
+    assert by_body[HDFS_LINES[-1]]["attributes"]["log.anomaly.status"] == "unsessioned"  # no block id
+
+
+def test_rotel_through_real_sidecar(tools, tmp_path):
+    """client -> rotel A -> otel-logbert serve (gRPC receiver) -> rotel B -> sink."""
+    sink_port, rotel_b_port, rotel_a_port = free_port(), free_port(), free_port()
+    trace_id = bytes.fromhex("5b8efff798038103d269b633813fc60c")
+    records = [LogRecord(time_unix_nano=1_700_000_000_000_000_000 + i,
+                         body=AnyValue(string_value=f"payment {i} retried after 30 ms"),
+                         trace_id=trace_id, span_id=bytes.fromhex("eee19b7ec3c1b174")) for i in range(3)]
+    request = logs_service_pb2.ExportLogsServiceRequest(resource_logs=[ResourceLogs(
+        resource=Resource(attributes=[_kv("service.name", "checkout")]),
+        scope_logs=[ScopeLogs(log_records=records)])])
+    sessions = "sessions: {key: trace_id, inactivity_timeout_s: 0.5}"
+    with GrpcSink(sink_port) as sink, \
+            _rotel(tools, rotel_b_port, f"http://127.0.0.1:{sink_port}", tmp_path, "rotel-b"), \
+            real_sidecar(tmp_path, sessions, rotel_b_port) as ports, \
+            _rotel(tools, rotel_a_port, f"http://127.0.0.1:{ports['grpc']}", tmp_path, "rotel-a"):
+        with grpc.insecure_channel(f"127.0.0.1:{rotel_a_port}") as ch:
+            stub = logs_service_pb2_grpc.LogsServiceStub(ch)
+            _send_with_retry(lambda: stub.Export(request, timeout=2))
+        wait_for(lambda: len(sink.logs) >= 3, 30, "the sidecar's output at the sink")
+    assert sorted(r["body"] for r in sink.logs) == [f"payment {i} retried after 30 ms" for i in range(3)]
+    for r in sink.logs:
+        assert r["resource"]["service.name"] == "checkout"
+        # the session key (the trace id) plus the sidecar's sequence number: "<trace id>/<n>"
+        assert r["attributes"]["log.anomaly.session.id"].split("/")[0] == trace_id.hex()
+        assert r["attributes"]["log.anomaly.session.length"] == 3
+        assert r["attributes"]["log.record.template"]
