@@ -1,0 +1,135 @@
+"""FastLogAD (Lin et al., 2024): a generator makes anomalies, a discriminator learns to separate them.
+
+* Generator: a small masked-log-key model. Mask-guided anomaly generation replaces the masked keys
+  with keys sampled from the *complement* of its predicted distribution (likely keys become
+  unlikely), so replacements look anomalous in context. Variant ``generator="random"``: the
+  training-free random generator, replacements drawn uniformly. UNK is a possible replacement, so
+  the discriminator learns that never-seen keys are anomalous.
+* Discriminator: the shared encoder with a replaced-token-detection (RTD) head, trained with RTD
+  for ``rtd_epochs``, then with RTD + hyperspherical separation: ||h_CLS||^2 small for normal
+  sessions, -log(1 - exp(-||h_CLS||^2)) pushes generated anomalies away from the origin.
+* Score = ||h_CLS||_2 of the discriminator on the unmodified session; per-key evidence = the RTD
+  probability that a key was replaced (UNK keys are always unexpected). Only the discriminator is
+  exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from otel_logbert.models.encoder import Encoder, EncoderConfig
+from otel_logbert.models.masking import random_mask
+from otel_logbert.parsing.vocabulary import CLS_ID, MASK_ID, PAD_ID, UNK_ID
+
+
+@dataclass
+class FastLogADConfig(EncoderConfig):
+    generator: str = "mask"  # "mask" (complement sampling from an MLM generator) | "random"
+    gen_d_model: int = 32
+    gen_layers: int = 1
+    gen_heads: int = 2
+    gen_d_ff: int = 64
+    mask_ratio: float = 0.15  # share of keys replaced in a generated anomaly (>= 1 per session)
+    gen_epochs: int = 4  # MLM epochs of the generator (0 for the random generator)
+    rtd_epochs: int = 4  # discriminator epochs with replaced-token detection only
+    sep_epochs: int = 8  # then RTD + hyperspherical separation
+    sep_weight: float = 1.0
+    threshold_quantile: float = 1.0  # of normal validation scores (1.0 = the maximum)
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: FastLogADConfig) -> None:
+        super().__init__()
+        gen_cfg = EncoderConfig(
+            vocab_size=cfg.vocab_size, max_len=cfg.max_len, d_model=cfg.gen_d_model,
+            n_layers=cfg.gen_layers, n_heads=cfg.gen_heads, d_ff=cfg.gen_d_ff, dropout=cfg.dropout,
+        )
+        self.encoder = Encoder(gen_cfg)
+        self.head = nn.Linear(cfg.gen_d_model, cfg.vocab_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(tokens)[:, 1:])  # (B, L, V)
+
+
+def replacement_weights(vocab_size: int, tokens: torch.Tensor, probs: torch.Tensor | None) -> torch.Tensor:
+    """Sampling weights (B, L, V) for replacements: the complement (1 - p) of the generator's
+    distribution, or uniform when ``probs`` is None; never PAD/MASK/CLS, never the true key."""
+    if probs is None:
+        weights = torch.ones(*tokens.shape, vocab_size)
+    else:
+        weights = (1.0 - probs).clamp_min(1e-6)
+    invalid = torch.zeros(vocab_size, dtype=torch.bool)
+    invalid[[PAD_ID, MASK_ID, CLS_ID]] = True
+    weights = weights.masked_fill(invalid, 0.0)
+    return weights.scatter(-1, tokens.unsqueeze(-1), 0.0)
+
+
+class FastLogAD(nn.Module):
+    def __init__(self, cfg: FastLogADConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.generator = Generator(cfg) if cfg.generator == "mask" else None
+        self.encoder = Encoder(cfg)  # the discriminator
+        self.rtd_head = nn.Linear(cfg.d_model, 1)
+
+    @property
+    def epochs(self) -> int:
+        gen = self.cfg.gen_epochs if self.generator is not None else 0
+        return gen + self.cfg.rtd_epochs + self.cfg.sep_epochs
+
+    def phase(self, epoch: int) -> str:
+        gen = self.cfg.gen_epochs if self.generator is not None else 0
+        if epoch < gen:
+            return "generator"
+        return "rtd" if epoch < gen + self.cfg.rtd_epochs else "separation"
+
+    # -- training --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def make_anomalies(self, tokens: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replace a random share of keys by generated ones. Returns (anomalous tokens, replaced (B, L))."""
+        masked, mask = random_mask(tokens, self.cfg.mask_ratio, generator)
+        probs = None
+        if self.generator is not None:
+            self.generator.eval()
+            probs = F.softmax(self.generator(masked), dim=-1)  # (B, L, V)
+        weights = replacement_weights(self.cfg.vocab_size, tokens, probs)[mask]  # (M, V)
+        sampled = torch.multinomial(weights, 1, generator=generator).squeeze(1)  # (M,)
+        fake = tokens.clone()
+        fake[mask] = sampled
+        return fake, mask
+
+    def loss(self, tokens: torch.Tensor, generator: torch.Generator, epoch: int) -> tuple[torch.Tensor, dict]:
+        phase = self.phase(epoch)
+        if phase == "generator":
+            assert self.generator is not None
+            self.generator.train()
+            masked, mask = random_mask(tokens, self.cfg.mask_ratio, generator)
+            mlm = F.cross_entropy(self.generator(masked)[mask], tokens[mask])
+            return mlm, {"gen_mlm": mlm.item()}
+        fake, replaced = self.make_anomalies(tokens, generator)
+        hidden_fake = self.encoder(fake)  # (B, 1+L, D)
+        real = tokens != PAD_ID
+        rtd_logits = self.rtd_head(hidden_fake[:, 1:]).squeeze(-1)  # (B, L)
+        rtd = F.binary_cross_entropy_with_logits(rtd_logits[real], replaced[real].float())
+        stats = {"rtd": rtd.item()}
+        if phase == "rtd":
+            return rtd, stats
+        normal_sq = (self.encoder(tokens)[:, 0] ** 2).sum(-1)  # (B,)
+        fake_sq = (hidden_fake[:, 0] ** 2).sum(-1)
+        separation = normal_sq.mean() - torch.log(-torch.expm1(-fake_sq) + 1e-6).mean()
+        stats.update(normal_norm=normal_sq.sqrt().mean().item(), anomaly_norm=fake_sq.sqrt().mean().item())
+        return rtd + self.cfg.sep_weight * separation, stats
+
+    # -- detection (the exported discriminator) ---------------------------------------------------
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, L) -> score (B,) = ||h_CLS||, evidence (B, L) = P(key replaced), 1 for UNK."""
+        hidden = self.encoder(tokens)  # (B, 1+L, D)
+        score = torch.sqrt((hidden[:, 0] ** 2).sum(-1))  # (B,)
+        evidence = torch.sigmoid(self.rtd_head(hidden[:, 1:]).squeeze(-1))  # (B, L)
+        evidence = torch.where(tokens == UNK_ID, torch.ones_like(evidence), evidence)
+        evidence = evidence.masked_fill(tokens == PAD_ID, 0.0)
+        return score, evidence

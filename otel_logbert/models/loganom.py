@@ -1,0 +1,130 @@
+"""BERT-LogAnom: the shared encoder, a gated residual BiLSTM and attention pooling.
+
+Training loss = MLKP cross-entropy on randomly masked keys + lambda * VHM, where VHM is the squared
+distance of the attention-pooled session embedding z to the center c (mean z over training).
+Score = MLKP loss of the session (every key predicted once with ``k`` interleaved mask patterns,
+mean cross-entropy) + lambda * ||z - c||^2. Per-key evidence: a key outside the top-g is unexpected
+(g calibrated on normal validation data, as for LogBERT). ``use_bilstm=False`` is the ablation
+without the GR-BiLSTM. The DTPM dynamic threshold lives in ``models.threshold``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from otel_logbert.models.encoder import NEG_INF, Encoder, EncoderConfig
+from otel_logbert.models.masking import choose_g, key_ranks, pattern_hidden, random_mask
+from otel_logbert.parsing.vocabulary import PAD_ID
+
+
+@dataclass
+class LogAnomConfig(EncoderConfig):
+    use_bilstm: bool = True
+    mask_ratio: float = 0.3
+    lam: float = 0.1  # weight of the VHM distance in the loss and the score
+    k_patterns: int = 4
+    g_candidates: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10)
+    key_miss_target: float = 0.001  # calibration: largest tolerated share of unexpected normal keys
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first ``lengths[b]`` steps, leaving padding in place. x (B, T, D)."""
+    B, T, D = x.shape
+    steps = torch.arange(T, device=x.device)[None, :]  # (1, T)
+    index = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)  # (B, T)
+    return x.gather(1, index[:, :, None].expand(B, T, D))
+
+
+class GatedResidualBiLSTM(nn.Module):
+    """out = LayerNorm(x + sigmoid(W [x; BiLSTM(x)]) * BiLSTM(x)).
+
+    The backward direction runs on per-row reversed sequences, so padding never reaches a real
+    position and scores do not depend on how much a batch was padded.
+    """
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.forward_lstm = nn.LSTM(d_model, d_model // 2, batch_first=True)
+        self.backward_lstm = nn.LSTM(d_model, d_model // 2, batch_first=True)
+        self.gate = nn.Linear(2 * d_model, d_model)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        fwd, _ = self.forward_lstm(x)  # (B, T, D/2)
+        bwd, _ = self.backward_lstm(reverse_padded(x, lengths))
+        y = torch.cat([fwd, reverse_padded(bwd, lengths)], dim=-1)  # (B, T, D)
+        gate = torch.sigmoid(self.gate(torch.cat([x, y], dim=-1)))
+        return self.norm(x + gate * y)
+
+
+class LogAnom(nn.Module):
+    def __init__(self, cfg: LogAnomConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.grbilstm = GatedResidualBiLSTM(cfg.d_model) if cfg.use_bilstm else None
+        self.attention = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.Tanh(), nn.Linear(cfg.d_model, 1))
+        self.mlkp_head = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.register_buffer("center", torch.zeros(cfg.d_model))
+        self.register_buffer("g", torch.tensor(cfg.g_candidates[-1], dtype=torch.int64))
+
+    def contextual(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L) -> (B, 1+L, D): encoder, then the GR-BiLSTM (CLS row included)."""
+        hidden = self.encoder(tokens)
+        if self.grbilstm is None:
+            return hidden
+        lengths = (tokens != PAD_ID).sum(-1) + 1  # +1 for CLS
+        return self.grbilstm(hidden, lengths)
+
+    def pooled(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Attention pooling over CLS and keys, padding excluded: (B, 1+L, D) -> (B, D)."""
+        pad = F.pad(tokens == PAD_ID, (1, 0), value=False)  # (B, 1+L)
+        logits = self.attention(hidden).squeeze(-1) + pad.to(hidden.dtype) * NEG_INF
+        weights = torch.softmax(logits, dim=-1)  # (B, 1+L)
+        return (weights.unsqueeze(-1) * hidden).sum(1)
+
+    @property
+    def has_center(self) -> bool:
+        return True
+
+    # -- training --------------------------------------------------------------------------------
+    def loss(self, tokens: torch.Tensor, generator: torch.Generator, epoch: int) -> tuple[torch.Tensor, dict]:
+        masked, mask = random_mask(tokens, self.cfg.mask_ratio, generator)
+        hidden = self.contextual(masked)
+        mlkp = F.cross_entropy(self.mlkp_head(hidden[:, 1:])[mask], tokens[mask])
+        vhm = ((self.pooled(hidden, tokens) - self.center) ** 2).sum(-1).mean()
+        return mlkp + self.cfg.lam * vhm, {"mlkp": mlkp.item(), "vhm": vhm.item()}
+
+    @torch.no_grad()
+    def cls_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.pooled(self.contextual(tokens), tokens)
+
+    # -- detection -------------------------------------------------------------------------------
+    def key_losses(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, L) cross-entropy and rank of each key under its mask pattern, (B,) VHM distance."""
+        hidden = pattern_hidden(lambda t: self.contextual(t)[:, 1:], tokens, self.cfg.k_patterns)
+        logits = self.mlkp_head(hidden)  # (B, L, V)
+        ce = -F.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, L)
+        ce = ce.masked_fill(tokens == PAD_ID, 0.0)
+        distance = ((self.cls_embedding(tokens) - self.center) ** 2).sum(-1)
+        return ce, key_ranks(logits, tokens), distance
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, L) -> score (B,) = mean MLKP loss + lambda * VHM, evidence (B, L) = top-g miss."""
+        ce, ranks, distance = self.key_losses(tokens)
+        real = tokens != PAD_ID
+        mlkp = ce.sum(-1) / real.sum(-1).clamp_min(1)
+        unexpected = ((ranks >= self.g) & real).to(torch.float32)
+        return mlkp + self.cfg.lam * distance, unexpected
+
+    def calibrate(self, tokens: torch.Tensor) -> dict[str, float]:
+        """Choose g for the per-key evidence from normal validation sessions only."""
+        _, ranks, _ = self.key_losses(tokens)
+        normal_ranks = ranks[tokens != PAD_ID]
+        g = choose_g(ranks, tokens, self.cfg.g_candidates, self.cfg.key_miss_target)
+        self.g.fill_(g)
+        return {"g": g, "key_miss_rate": float((normal_ranks >= g).float().mean())}
