@@ -58,10 +58,7 @@ class Generator(nn.Module):
 def replacement_weights(vocab_size: int, tokens: torch.Tensor, probs: torch.Tensor | None) -> torch.Tensor:
     """Sampling weights (B, L, V) for replacements: the complement (1 - p) of the generator's
     distribution, or uniform when ``probs`` is None; never PAD/MASK/CLS, never the true key."""
-    if probs is None:
-        weights = torch.ones(*tokens.shape, vocab_size)
-    else:
-        weights = (1.0 - probs).clamp_min(1e-6)
+    weights = torch.ones(*tokens.shape, vocab_size) if probs is None else (1.0 - probs).clamp_min(1e-6)
     invalid = torch.zeros(vocab_size, dtype=torch.bool)
     invalid[[PAD_ID, MASK_ID, CLS_ID]] = True
     weights = weights.masked_fill(invalid, 0.0)

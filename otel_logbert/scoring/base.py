@@ -39,5 +39,5 @@ class Scorer(ABC):
         """True when the scorer can take requests now."""
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most scorers hold nothing to release
         """Release resources; idempotent."""

@@ -46,7 +46,7 @@ def _set_epochs(model_name: str, model_cfg: dict, training: dict, epochs: int | 
     current = [int(model_cfg.get(p, 0)) for p in phases]
     total = sum(current) or 1
     scaled = [max(1 if c else 0, round(c * epochs / total)) for c in current]
-    model_cfg.update(dict(zip(phases, scaled)))
+    model_cfg.update(dict(zip(phases, scaled, strict=True)))
 
 
 def _epochs(model: nn.Module, training: dict) -> int:
