@@ -41,7 +41,7 @@ class LogBERT(nn.Module):
         self.register_buffer("radius", torch.tensor(1.0))
 
     # -- training --------------------------------------------------------------------------------
-    def loss(self, tokens: torch.Tensor, generator: torch.Generator, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, tokens: torch.Tensor, generator: torch.Generator, epoch: int) -> tuple[torch.Tensor, dict]:
         masked, mask = random_mask(tokens, self.cfg.mask_ratio, generator)
         hidden = self.encoder(masked)  # (B, 1+L, D)
         logits = self.mlkp_head(hidden[:, 1:])  # (B, L, V)

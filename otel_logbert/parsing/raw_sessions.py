@@ -66,10 +66,8 @@ def hdfs_content(line: str) -> str:
 
 def session_ids(line: str, regex: re.Pattern[str]) -> list[str]:
     """Distinct ids ``regex`` finds in ``line``, in order (first group if the regex has one)."""
-    if regex.groups:
-        found = (m.group(1) for m in regex.finditer(line))
-    else:
-        found = (m.group(0) for m in regex.finditer(line))
+    group = 1 if regex.groups else 0
+    found = (m.group(group) for m in regex.finditer(line))
     return list(dict.fromkeys(i for i in found if i))
 
 
