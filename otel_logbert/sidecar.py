@@ -385,9 +385,8 @@ class Sidecar:
             if self.http is not None:
                 await self.http.stop()
             self._close(self.store.close_all(time.monotonic()))
-            for task in self._tasks:
-                if task.get_name() in ("sessions", "scoring", "forward", "parser-state"):
-                    task.cancel()
+            for task in self._tasks:  # the loops stop; what they held is drained below
+                task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.scoring.drain()
             left = await self.forwarder.drain(self.config.forward.drain_timeout_s)

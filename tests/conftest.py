@@ -1,0 +1,362 @@
+"""Shared fixtures: free localhost ports, a real downstream OTLP receiver, small model bundles, and a
+real ``otel-logbert serve`` process.
+
+Sections (add new shared fixtures under the matching one):
+
+- ports: ``free_port()``
+- downstream: ``OtlpSink`` / ``otlp_sink`` - a gRPC server implementing LogsService and TraceService
+- bundles: ``make_rule_bundle`` / ``rule_bundle`` / ``broken_bundle`` - bundles whose ``model.onnx`` is a
+  hand-built ONNX graph (score 1 when a session holds a key unknown to the vocabulary, else 0). They
+  exercise the real bundle loader and ONNX Runtime scorer without training anything.
+- in-process: ``sidecar_config`` / ``running_sidecar`` - a ``Sidecar`` on the test's event loop
+- processes: ``SidecarProcess`` / ``sidecar_process`` - the real CLI in a subprocess
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# --- ports ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- downstream -------------------------------------------------------------------------------------
+
+
+class OtlpSink(logs_service_pb2_grpc.LogsServiceServicer, trace_service_pb2_grpc.TraceServiceServicer):
+    """A real OTLP/gRPC receiver for logs and traces that keeps every request it accepts.
+
+    ``fail_next(n, code)`` makes the next ``n`` log exports fail with ``code`` (nothing is kept).
+    ``stop()`` / ``start()`` take it down and bring it back on the same port.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.logs: list[logs_service_pb2.ExportLogsServiceRequest] = []
+        self.traces: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.attempts = 0
+        self._failures: list[grpc.StatusCode] = []
+        self._lock = threading.Lock()
+        self._server: grpc.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> OtlpSink:
+        server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", -1)])
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(self, server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, server)
+        if server.add_insecure_port(f"127.0.0.1:{self.port}") == 0:
+            raise OSError(f"port {self.port} is taken")
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(0).wait()
+            self._server = None
+
+    def fail_next(self, n: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
+        with self._lock:
+            self._failures.extend([code] * n)
+
+    def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 - gRPC name
+        # Both services call this one method; the request type tells them apart.
+        if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
+            with self._lock:
+                self.traces.append(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+        with self._lock:
+            self.attempts += 1
+            failure = self._failures.pop(0) if self._failures else None
+            if failure is None:
+                self.logs.append(request)
+        if failure is not None:
+            context.abort(failure, "test sink told to fail")
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+    def records(self) -> list[tuple[Any, Any, Any]]:
+        """Every received log record as ``(resource, scope, record)``."""
+        with self._lock:
+            requests = list(self.logs)
+        return [
+            (rl.resource, sl.scope, record)
+            for request in requests
+            for rl in request.resource_logs
+            for sl in rl.scope_logs
+            for record in sl.log_records
+        ]
+
+    def spans(self) -> list[tuple[Any, Any]]:
+        """Every received span as ``(resource, span)``."""
+        with self._lock:
+            requests = list(self.traces)
+        return [(rs.resource, span) for r in requests for rs in r.resource_spans for ss in rs.scope_spans
+                for span in ss.spans]
+
+    def wait_for_records(self, n: int, timeout_s: float = 15.0) -> list[tuple[Any, Any, Any]]:
+        """Wait until at least ``n`` records arrived; returns them all (fails the test on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            records = self.records()
+            if len(records) >= n or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert len(records) >= n, f"downstream got {len(records)} records, expected {n}"
+        return records
+
+    def wait_for_spans(self, n: int, timeout_s: float = 15.0) -> list[tuple[Any, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.spans()) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        spans = self.spans()
+        assert len(spans) >= n, f"downstream got {len(spans)} spans, expected {n}"
+        return spans
+
+
+@pytest.fixture
+def otlp_sink() -> Iterator[OtlpSink]:
+    sink = OtlpSink().start()
+    yield sink
+    sink.stop()
+
+
+# --- bundles ----------------------------------------------------------------------------------------
+
+NORMAL_MESSAGES = (
+    "Receiving block blk_1 src: /10.0.0.1:5000 dest: /10.0.0.2:50010",
+    "PacketResponder 1 for block blk_1 terminating",
+    "Received block blk_1 of size 67108864 from /10.0.0.1",
+    "user 42 logged in from 10.1.2.3",
+    "order 7 created for user 42",
+    "payment accepted for order 7",
+)
+
+
+def make_rule_bundle(out: Path, normal_messages: tuple[str, ...] = NORMAL_MESSAGES, broken: bool = False) -> Path:
+    """A bundle at ``out`` whose vocabulary and Drain3 state come from ``normal_messages`` and whose
+    ONNX graph scores 1.0 for a session holding an unknown key (UNK) and 0.0 otherwise, with
+    evidence 1.0 on the UNK positions; threshold 0.5. ``broken=True``: a graph that loads but fails
+    on every run (an out-of-range Gather), for fail-open tests."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from otel_logbert.bundle import Bundle, save_bundle
+    from otel_logbert.parsing.drain import LogParser
+    from otel_logbert.parsing.vocabulary import UNK_ID, Vocabulary
+
+    parser = LogParser()
+    keys = [parser.parse(m).key for m in normal_messages]
+    bundle = Bundle(
+        path=out, model="fastlogad", model_version="rule-1", config={"max_len": 64},
+        vocab=Vocabulary.from_sessions([keys]), threshold={"threshold": 0.5, "method": "test rule"},
+        metadata={"note": "hand-built ONNX rule for tests"}, drain_state=parser.to_json(),
+    )
+    save_bundle(bundle)
+    tokens = helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "seq"])
+    score = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])
+    evidence = helper.make_tensor_value_info("evidence", TensorProto.FLOAT, ["batch", "seq"])
+    nodes = [
+        helper.make_node("Constant", [], ["unk"], value=helper.make_tensor("u", TensorProto.INT64, [], [UNK_ID])),
+        helper.make_node("Equal", ["tokens", "unk"], ["is_unk"]),
+        helper.make_node("Cast", ["is_unk"], ["evidence"], to=TensorProto.FLOAT),
+    ]
+    if broken:
+        nodes += [
+            helper.make_node("ReduceMax", ["tokens"], ["top"], axes=[1], keepdims=0),
+            helper.make_node("Constant", [], ["far"], value=helper.make_tensor("f", TensorProto.INT64, [], [10**6])),
+            helper.make_node("Add", ["top", "far"], ["index"]),
+            helper.make_node("Constant", [], ["table"], value=helper.make_tensor("t", TensorProto.FLOAT, [2], [0, 1])),
+            helper.make_node("Gather", ["table", "index"], ["score"]),
+        ]
+    else:
+        nodes.append(helper.make_node("ReduceMax", ["evidence"], ["score"], axes=[1], keepdims=0))
+    graph = helper.make_graph(nodes, "rule", [tokens], [score, evidence])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(bundle.onnx_path))
+    return out
+
+
+@pytest.fixture(scope="session")
+def rule_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_rule_bundle(tmp_path_factory.mktemp("bundles") / "rule")
+
+
+@pytest.fixture(scope="session")
+def broken_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_rule_bundle(tmp_path_factory.mktemp("bundles") / "broken", broken=True)
+
+
+# --- in-process ---------------------------------------------------------------------------------
+
+
+def sidecar_config(forward: str, bundle: Path | None = None, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A sidecar config dict on ephemeral localhost ports, forwarding to ``forward``, with short
+    session timeouts; ``sections`` are merged over it section by section (without ``bundle``, give
+    a ``learn`` section for learn-only mode)."""
+    config: dict[str, Any] = {
+        "receivers": {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}},
+        "forward": {"endpoint": forward, "retry": {"initial_backoff_s": 0.05, "max_backoff_s": 0.2}},
+        "sessions": {"inactivity_timeout_s": 0.2},
+        "scoring": {"bundle": str(bundle) if bundle else None, "batch_timeout_ms": 5},
+        "telemetry": {"endpoint": "127.0.0.1:0", "log_format": "text"},
+    }
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    return config
+
+
+@contextlib.asynccontextmanager
+async def running_sidecar(config: dict[str, Any], **kwargs: Any) -> AsyncIterator[Any]:
+    """A started ``Sidecar`` (``kwargs`` go to its constructor); stopped (flushed) on exit."""
+    from otel_logbert.config import config_from_dict
+    from otel_logbert.sidecar import Sidecar
+
+    sidecar = Sidecar(config_from_dict(config, environ={}), **kwargs)
+    await sidecar.start()
+    try:
+        yield sidecar
+    finally:
+        await sidecar.stop()
+
+
+# --- processes --------------------------------------------------------------------------------------
+
+
+class SidecarProcess:
+    """``otel-logbert <command> --config <yaml>`` in a subprocess, on free localhost ports.
+
+    ``config`` is the YAML as a dict; receivers and telemetry endpoints are filled in with free
+    ports unless given. ``start()`` waits for ``/readyz``; ``stop()`` sends SIGTERM and waits.
+    """
+
+    def __init__(self, config: dict[str, Any], workdir: Path, command: str = "serve",
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.grpc_port, self.http_port, self.telemetry_port = free_port(), free_port(), free_port()
+        config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+        receivers = config.setdefault("receivers", {})
+        receivers.setdefault("grpc", {"endpoint": f"127.0.0.1:{self.grpc_port}"})
+        receivers.setdefault("http", {"endpoint": f"127.0.0.1:{self.http_port}"})
+        telemetry = config.setdefault("telemetry", {})
+        telemetry.setdefault("endpoint", f"127.0.0.1:{self.telemetry_port}")
+        self.config_path = workdir / f"sidecar-{self.grpc_port}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.stdout_path = workdir / f"sidecar-{self.grpc_port}.out"
+        self.stderr_path = workdir / f"sidecar-{self.grpc_port}.err"
+        self.args = [sys.executable, "-m", "otel_logbert.cli", command, "--config", str(self.config_path),
+                     *extra_args]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def spawn(self) -> SidecarProcess:
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(self.args, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
+        return self
+
+    def start(self, timeout_s: float = 30.0) -> SidecarProcess:
+        self.spawn()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"sidecar exited with {self.process.returncode}: {self.stderr()}")
+            if self.get("/readyz")[0] == 200:
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"sidecar not ready after {timeout_s}s: {self.stderr()}")
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.telemetry_port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the Prometheus samples named ``name`` whose labels include ``labels``."""
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric, _, label_text = head.partition("{")
+            if metric != name or not all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+                continue
+            total += float(value)
+        return total
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, wait for exit; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout_s)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+
+@pytest.fixture
+def sidecar_process(tmp_path: Path) -> Iterator[Callable[..., SidecarProcess]]:
+    """Factory: ``sidecar_process(config_dict, start=True)``; every process is stopped at teardown."""
+    started: list[SidecarProcess] = []
+
+    def make(config: dict[str, Any], start: bool = True, **kwargs: Any) -> SidecarProcess:
+        process = SidecarProcess(config, tmp_path, **kwargs)
+        started.append(process)
+        return process.start() if start else process
+
+    yield make
+    for process in started:
+        if process.process is not None:
+            process.stop()

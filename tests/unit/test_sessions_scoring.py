@@ -1,0 +1,166 @@
+"""sessions.scoring: batching, thresholds, and failing open (errors, timeouts, learn-only).
+
+The scorer here is a small deterministic ``Scorer`` implementation (score = share of unknown keys)
+so that batching and failure handling can be driven exactly; the ONNX scorer is exercised by the
+sidecar tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from otel_logbert.parsing.drain import LogParser
+from otel_logbert.parsing.vocabulary import UNK_ID, Vocabulary
+from otel_logbert.scoring.base import Scorer, ScoringError, SessionScore
+from otel_logbert.sessions.lanes import Lane, Router
+from otel_logbert.sessions.scoring import LEARN_ONLY_REASON, ScoringLoop
+from otel_logbert.sessions.session import Session, Verdict
+from otel_logbert.sessions.threshold import DynamicThresholdPolicy, StaticThreshold
+
+
+class UnknownShareScorer(Scorer):
+    model_name, model_version = "share", "1"
+
+    def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
+        self.delay_s, self.fail = delay_s, fail
+        self.batches: list[int] = []
+        self.release = threading.Event()
+
+    def score(self, sessions: Sequence[Sequence[int]]) -> list[SessionScore]:
+        self.batches.append(len(sessions))
+        if self.delay_s:
+            self.release.wait(self.delay_s)
+        if self.fail:
+            raise ScoringError("backend exploded\nsecond line")
+        return [SessionScore(sum(t == UNK_ID for t in s) / len(s), tuple(t == UNK_ID for t in s)) for s in sessions]
+
+
+def lane(scorer: Scorer | None, index: int = 0, threshold: float = 0.4) -> Lane:
+    return Lane(index=index, name=f"lane{index}", parser=LogParser(), template_attribute="t",
+                scorer=scorer, vocab=Vocabulary(["a", "b"]), threshold=StaticThreshold(threshold),
+                model="share", model_version="1")
+
+
+def session(keys: list[str], lane_index: int = 0, service: str = "svc") -> Session:
+    s = Session(key=tuple(keys), serial=1, lane=lane_index, now=0.0)
+    s.keys = keys
+    s.service = service
+    return s
+
+
+def run_loop(loop: ScoringLoop, sessions: list[Session], wait_for: int, timeout_s: float = 5.0) -> None:
+    async def main() -> None:
+        task = asyncio.create_task(loop.run())
+        loop.submit(sessions)
+        deadline = time.monotonic() + timeout_s
+        while len(results) < wait_for and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await loop.drain()
+
+    asyncio.run(main())
+
+
+results: list[tuple[Session, Verdict]] = []
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    results.clear()
+
+
+def collect(sessions: list[Session], verdicts: list[Verdict]) -> None:
+    results.extend(zip(sessions, verdicts, strict=True))
+
+
+def test_scores_threshold_and_per_key_evidence() -> None:
+    loop = ScoringLoop(Router([lane(UnknownShareScorer())], {}), collect, batch_size=8, batch_timeout_s=0.01)
+    run_loop(loop, [session(["a", "b"]), session(["a", "zzz", "b"])], wait_for=2)
+    (s1, v1), (s2, v2) = results
+    assert v1.status == "scored" and v1.score == 0.0 and v1.is_anomaly is False and v1.threshold == 0.4
+    assert v2.is_anomaly is False and v2.score == pytest.approx(1 / 3)
+    assert v2.unexpected == (False, True, False)
+    assert v1.model == "share" and v1.model_version == "1"
+    assert loop.pending_records == 0
+
+
+def test_batches_fill_up_to_batch_size() -> None:
+    scorer = UnknownShareScorer()
+    loop = ScoringLoop(Router([lane(scorer)], {}), collect, batch_size=4, batch_timeout_s=0.2)
+    run_loop(loop, [session(["a"]) for _ in range(10)], wait_for=10)
+    assert scorer.batches[:2] == [4, 4] and sum(scorer.batches) == 10
+
+
+def test_batch_timeout_sends_a_partial_batch() -> None:
+    scorer = UnknownShareScorer()
+    loop = ScoringLoop(Router([lane(scorer)], {}), collect, batch_size=100, batch_timeout_s=0.02)
+    started = time.monotonic()
+    run_loop(loop, [session(["a"])], wait_for=1)
+    assert scorer.batches == [1] and time.monotonic() - started < 1.0
+
+
+def test_batches_are_split_by_lane() -> None:
+    first, second = UnknownShareScorer(), UnknownShareScorer()
+    loop = ScoringLoop(Router([lane(first, 0), lane(second, 1, threshold=0.0)], {}), collect, batch_size=8)
+    run_loop(loop, [session(["a"], 0), session(["zzz"], 1), session(["b"], 0)], wait_for=3)
+    assert first.batches == [2] and second.batches == [1]
+    by_lane = {s.lane: v for s, v in results}
+    assert by_lane[1].is_anomaly is True
+
+
+def test_scorer_error_fails_open_with_a_one_line_reason() -> None:
+    loop = ScoringLoop(Router([lane(UnknownShareScorer(fail=True))], {}), collect, batch_timeout_s=0.001)
+    run_loop(loop, [session(["a"]), session(["b"])], wait_for=2)
+    assert [v.status for _, v in results] == ["unscored", "unscored"]
+    reason = results[0][1].reason
+    assert reason == "scoring failed: ScoringError: backend exploded" and "\n" not in reason
+
+
+def test_scorer_timeout_fails_open() -> None:
+    scorer = UnknownShareScorer(delay_s=5.0)
+    loop = ScoringLoop(Router([lane(scorer)], {}), collect, batch_timeout_s=0.001, timeout_s=0.05)
+    run_loop(loop, [session(["a"])], wait_for=1)
+    scorer.release.set()
+    assert results[0][1].status == "unscored"
+    assert results[0][1].reason == "scoring timed out after 0.05s"
+    loop.close()
+
+
+def test_learn_only_lane_is_unscored_without_calling_anything() -> None:
+    loop = ScoringLoop(Router([lane(None)], {}), collect, batch_timeout_s=0.001)
+    run_loop(loop, [session(["a"])], wait_for=1)
+    assert results[0][1] == Verdict.unscored(LEARN_ONLY_REASON)
+
+
+class Ewma:
+    """A minimal streaming threshold (the ``DynamicThreshold`` protocol): mean of scores so far."""
+
+    def __init__(self) -> None:
+        self.n, self.mean = 0, 0.0
+
+    def update(self, score: float) -> float:
+        threshold = self.mean if self.n else float("inf")
+        self.n += 1
+        self.mean += (score - self.mean) / self.n
+        return threshold
+
+
+def test_dynamic_threshold_keeps_one_state_per_service() -> None:
+    policy = DynamicThresholdPolicy(Ewma)
+    assert policy.threshold("a", 1.0) == float("inf")
+    assert policy.threshold("b", 5.0) == float("inf")  # b has its own state
+    assert policy.threshold("a", 3.0) == 1.0
+    assert policy.threshold("a", 0.0) == 2.0
+
+
+def test_dynamic_threshold_caps_the_number_of_groups() -> None:
+    policy = DynamicThresholdPolicy(Ewma, max_groups=1)
+    policy.threshold("a", 1.0)
+    policy.threshold("b", 1.0)  # over the cap: shares the "" group
+    policy.threshold("c", 1.0)
+    assert set(policy._groups) == {"a", ""}

@@ -1,0 +1,364 @@
+"""The sidecar in-process: records in over OTLP, out at a real downstream receiver with attributes.
+
+Each test runs a real ``Sidecar`` (receivers on ephemeral ports, the embedded ONNX Runtime scorer
+on a hand-built rule bundle, see ``conftest.make_rule_bundle``) and a real gRPC ``OtlpSink``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import grpc.aio
+import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+
+from otel_logbert.otlp import codec
+from otel_logbert.otlp.codec import LOGS_EXPORT_METHOD, LOGS_SERVICE
+from otel_logbert.parsing.drain import LogParser
+from otel_logbert.sessions.learn import parser_state_path
+from tests.conftest import NORMAL_MESSAGES, OtlpSink, running_sidecar, sidecar_config
+
+TRACE_A = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+TRACE_B = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
+SPAN = bytes.fromhex("b7ad6b7169203331")
+OWNED = ("log.anomaly.", "log.record.template")
+
+
+def template_of(text: str) -> str:
+    """What a fresh default parser makes of ``text`` (the masking rules are the parser's business)."""
+    return LogParser().parse(text).template
+
+
+def attributes(record: Any) -> dict[str, Any]:
+    return {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in record.attributes}
+
+
+def original_part(record: Any) -> Any:
+    """The record without the attributes the sidecar adds."""
+    copy = logs_pb2.LogRecord()
+    copy.CopyFrom(record)
+    del copy.attributes[:]
+    copy.attributes.extend(kv for kv in record.attributes if not kv.key.startswith(OWNED))
+    return copy
+
+
+def request(records: list[logs_pb2.LogRecord], service: str = "cart") -> logs_service_pb2.ExportLogsServiceRequest:
+    req = logs_service_pb2.ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.add(key="service.name").value.string_value = service
+    sl = rl.scope_logs.add()
+    sl.scope.name = "shop"
+    sl.log_records.extend(records)
+    return req
+
+
+def log(body: str, trace_id: bytes = TRACE_A, **fields: Any) -> logs_pb2.LogRecord:
+    return logs_pb2.LogRecord(body=common_pb2.AnyValue(string_value=body), trace_id=trace_id,
+                              span_id=SPAN if trace_id else b"", **fields)
+
+
+async def send(sidecar: Any, payload: bytes | logs_service_pb2.ExportLogsServiceRequest) -> bytes:
+    body = payload if isinstance(payload, bytes) else payload.SerializeToString()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.ports['grpc']}") as channel:
+        return await channel.unary_unary(LOGS_EXPORT_METHOD)(body, timeout=10)
+
+
+def wait(sink: OtlpSink, n: int) -> Any:
+    return asyncio.to_thread(sink.wait_for_records, n)
+
+
+def test_every_field_and_body_kind_passes_through_with_attributes_added(otlp_sink: OtlpSink,
+                                                                          rule_bundle: Path) -> None:
+    kv = common_pb2.KeyValueList(values=[common_pb2.KeyValue(key="msg", value=common_pb2.AnyValue(
+        string_value="user 42 logged in from 10.1.2.3"))])
+    bodies = [
+        common_pb2.AnyValue(string_value=NORMAL_MESSAGES[3]),
+        common_pb2.AnyValue(kvlist_value=kv),
+        common_pb2.AnyValue(bytes_value=b"\x00\x01\xfe"),
+        common_pb2.AnyValue(),
+        common_pb2.AnyValue(array_value=common_pb2.ArrayValue(values=[common_pb2.AnyValue(int_value=1)])),
+        common_pb2.AnyValue(double_value=2.5),
+    ]
+    originals = []
+    for i, body in enumerate(bodies):
+        record = logs_pb2.LogRecord(
+            time_unix_nano=1_700_000_000_000_000_000 + i, observed_time_unix_nano=1_700_000_000_100_000_000,
+            severity_number=logs_pb2.SEVERITY_NUMBER_ERROR, severity_text="ERROR", body=body,
+            trace_id=TRACE_A, span_id=SPAN, flags=1, dropped_attributes_count=3, event_name="e",
+        )
+        record.attributes.add(key="seq").value.int_value = i
+        record.attributes.add(key="http.method").value.string_value = "GET"
+        originals.append(record)
+    req = request(originals)
+    req.resource_logs[0].schema_url = "https://opentelemetry.io/schemas/1.26.0"
+    req.resource_logs[0].resource.dropped_attributes_count = 1
+    req.resource_logs[0].scope_logs[0].scope.version = "9"
+    other = request([log(NORMAL_MESSAGES[4], TRACE_B)], service="payments")
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(sidecar_config(otlp_sink.endpoint, rule_bundle)) as sidecar:
+            await send(sidecar, req)
+            await send(sidecar, other)
+            return await wait(otlp_sink, 7)
+
+    received = asyncio.run(scenario())
+    assert len(received) == 7
+    by_seq = {attributes(r).get("seq"): (res, scope, r) for res, scope, r in received}
+    for i, original in enumerate(originals):
+        resource, scope, record = by_seq[i]
+        assert original_part(record) == original  # unchanged apart from the added attributes
+        assert resource == req.resource_logs[0].resource and scope == req.resource_logs[0].scope_logs[0].scope
+        added = attributes(record)
+        assert added["log.anomaly.status"] == "scored"
+        assert added["log.anomaly.session.length"] == 6
+        assert added["log.anomaly.model"] == "fastlogad" and added["log.anomaly.model_version"] == "rule-1"
+        assert isinstance(added["log.record.template"], str) and added["log.record.template"]
+    assert attributes(by_seq[0][2])["log.record.template"] == template_of(NORMAL_MESSAGES[3])
+    # kvlist bodies are parsed as their stable rendering
+    assert attributes(by_seq[1][2])["log.record.template"] == template_of('{"msg":"user 42 logged in from 10.1.2.3"}')
+    assert attributes(by_seq[3][2])["log.record.template"] == "<empty>"
+    # resources are regrouped: the payments record came under its own resource
+    services = {res.attributes[0].value.string_value for res, _, _ in received}
+    assert services == {"cart", "payments"}
+
+
+def test_verdicts_scores_and_unexpected_records(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    normal = [log(m, TRACE_A) for m in NORMAL_MESSAGES[:3]]
+    odd = [log(NORMAL_MESSAGES[0], TRACE_B), log("kernel panic: cannot mount root fs", TRACE_B)]
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(sidecar_config(otlp_sink.endpoint, rule_bundle)) as sidecar:
+            await send(sidecar, request(normal + odd))
+            return await wait(otlp_sink, 5)
+
+    records = [r for _, _, r in asyncio.run(scenario())]
+    received = [attributes(r) | {"body": r.body.string_value} for r in records]
+    by_session: dict[str, list[dict[str, Any]]] = {}
+    for a in received:
+        by_session.setdefault(a["log.anomaly.session.id"], []).append(a)
+    assert len(by_session) == 2
+    sessions = sorted(by_session.values(), key=len, reverse=True)
+    assert all(a["log.anomaly.is_anomaly"] is False and a["log.anomaly.score"] == 0.0 for a in sessions[0])
+    assert all(a["log.anomaly.is_anomaly"] is True and a["log.anomaly.score"] == 1.0 for a in sessions[1])
+    assert all(a["log.anomaly.threshold"] == 0.5 for a in received)
+    flags = {a["body"]: a["log.anomaly.unexpected"] for a in sessions[1]}
+    assert flags == {"kernel panic: cannot mount root fs": True, NORMAL_MESSAGES[0]: False}
+    assert sessions[1][0]["log.anomaly.session.id"].startswith(TRACE_B.hex() + "/")
+
+
+def test_records_without_trace_id_go_on_unsessioned(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    async def scenario() -> list[Any]:
+        config = sidecar_config(otlp_sink.endpoint, rule_bundle, sessions={"inactivity_timeout_s": 30})
+        async with running_sidecar(config) as sidecar:
+            await send(sidecar, request([log("no trace here", b""), log("zero", b"\x00" * 16)]))
+            return await wait(otlp_sink, 2)  # long before any session could time out
+
+    received = [attributes(r) for _, _, r in asyncio.run(scenario())]
+    assert [a["log.anomaly.status"] for a in received] == ["unsessioned", "unsessioned"]
+    assert received[0]["log.anomaly.reason"] == "record has no trace id"
+    assert received[0]["log.record.template"] == "no trace here"
+
+
+def test_invalid_utf8_body_passes_through_byte_for_byte(rule_bundle: Path) -> None:
+    wire = request([log("bad XXXX bytes")]).SerializeToString().replace(b"XXXX", b"\xff\xc3\x28\xa0")
+    raw: list[bytes] = []
+    asyncio.run(_lenient_roundtrip(wire, rule_bundle, raw))
+    record = codec.decode_protobuf(raw[0]).resource_logs[0].scope_logs[0].log_records[0]
+    assert record.body.string_value == b"bad \xff\xc3\x28\xa0 bytes"  # unchanged
+    (template,) = [kv.value.string_value for kv in record.attributes if kv.key == b"log.record.template"]
+    assert template.decode("utf-8") == template_of(b"bad \xff\xc3\x28\xa0 bytes".decode("utf-8", "replace"))
+
+
+async def _lenient_roundtrip(wire: bytes, bundle: Path, raw: list[bytes]) -> None:
+    """Send ``wire`` through a sidecar whose downstream is a byte-level gRPC server (a strict
+    protobuf server would reject the invalid UTF-8 itself); keep the bytes it receives."""
+    server = grpc.aio.server()
+
+    async def export(body: bytes, context: Any) -> bytes:
+        raw.append(body)
+        return b""
+
+    handler = grpc.unary_unary_rpc_method_handler(export)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        config = sidecar_config(f"127.0.0.1:{port}", bundle, traces={"enabled": False})
+        async with running_sidecar(config) as sidecar:
+            await send(sidecar, wire)
+            for _ in range(500):
+                if raw:
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        await server.stop(0)
+    assert raw, "nothing forwarded"
+
+
+def test_attributes_the_sidecar_owns_are_replaced_not_duplicated(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    record = log(NORMAL_MESSAGES[0])
+    record.attributes.add(key="log.anomaly.score").value.string_value = "forged"
+    record.attributes.add(key="log.record.template").value.string_value = "forged"
+    record.attributes.add(key="keep.me").value.bool_value = True
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(sidecar_config(otlp_sink.endpoint, rule_bundle)) as sidecar:
+            await send(sidecar, request([record]))
+            return await wait(otlp_sink, 1)
+
+    (_, _, out), = asyncio.run(scenario())
+    keys = [kv.key for kv in out.attributes]
+    assert keys.count("log.anomaly.score") == 1 and keys.count("log.record.template") == 1
+    assert attributes(out)["log.anomaly.score"] == 0.0 and attributes(out)["keep.me"] is True
+
+
+def test_failing_model_fails_open(otlp_sink: OtlpSink, broken_bundle: Path) -> None:
+    async def scenario() -> list[Any]:
+        async with running_sidecar(sidecar_config(otlp_sink.endpoint, broken_bundle)) as sidecar:
+            await send(sidecar, request([log(m) for m in NORMAL_MESSAGES]))
+            return await wait(otlp_sink, len(NORMAL_MESSAGES))
+
+    received = [attributes(r) for _, _, r in asyncio.run(scenario())]
+    assert {a["log.anomaly.status"] for a in received} == {"unscored"}
+    assert received[0]["log.anomaly.reason"].startswith("scoring failed: ScoringError: ONNX Runtime scoring failed")
+    assert "log.anomaly.score" not in received[0]
+
+
+def test_services_route_to_their_own_bundles(otlp_sink: OtlpSink, rule_bundle: Path, broken_bundle: Path) -> None:
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle, scoring={"routes": {"payments": str(broken_bundle)}})
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(config) as sidecar:
+            assert [lane.name for lane in sidecar.router.lanes] == ["default", "broken-default"]
+            await send(sidecar, request([log(NORMAL_MESSAGES[0], TRACE_A)], service="cart"))
+            await send(sidecar, request([log(NORMAL_MESSAGES[0], TRACE_B)], service="payments"))
+            return await wait(otlp_sink, 2)
+
+    status = {res.attributes[0].value.string_value: attributes(r)["log.anomaly.status"]
+              for res, _, r in asyncio.run(scenario())}
+    assert status == {"cart": "scored", "payments": "unscored"}
+
+
+def test_parse_field_from_a_kvlist_body_key(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    body = common_pb2.AnyValue(kvlist_value=common_pb2.KeyValueList(values=[
+        common_pb2.KeyValue(key="level", value=common_pb2.AnyValue(string_value="info")),
+        common_pb2.KeyValue(key="msg", value=common_pb2.AnyValue(string_value="order 9 created for user 1")),
+    ]))
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle, parsing={"field": "body.msg"})
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(config) as sidecar:
+            await send(sidecar, request([logs_pb2.LogRecord(body=body, trace_id=TRACE_A)]))
+            return await wait(otlp_sink, 1)
+
+    (_, _, out), = asyncio.run(scenario())
+    assert attributes(out)["log.record.template"] == template_of("order 9 created for user 1")
+    assert attributes(out)["log.anomaly.is_anomaly"] is False  # the bundle knows this template
+
+
+def test_regex_sessions_on_hdfs_block_ids(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    lines = [m.replace("blk_1", f"blk_{b}") for b in (11, 22) for m in NORMAL_MESSAGES[:3]]
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle,
+                            sessions={"key": "regex", "regex": r"(blk_-?\d+)", "inactivity_timeout_s": 0.2})
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(config) as sidecar:
+            await send(sidecar, request([log(line, b"") for line in lines]))
+            return await wait(otlp_sink, 6)
+
+    ids = {attributes(r)["log.anomaly.session.id"].split("/")[0] for _, _, r in asyncio.run(scenario())}
+    assert ids == {"blk_11", "blk_22"}
+
+
+def test_max_length_and_shutdown_close_sessions(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle,
+                            sessions={"max_length": 4, "inactivity_timeout_s": 60, "max_age_s": 600})
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(config) as sidecar:
+            await send(sidecar, request([log(NORMAL_MESSAGES[0]) for _ in range(10)]))
+            await wait(otlp_sink, 8)  # two full sessions close at once; 2 records stay open
+        return otlp_sink.records()  # stop() flushed the rest
+
+    lengths = sorted(attributes(r)["log.anomaly.session.length"] for _, _, r in asyncio.run(scenario()))
+    assert lengths == [2, 2, 4, 4, 4, 4, 4, 4, 4, 4]
+
+
+def test_memory_cap_closes_oldest_sessions_early(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle,
+                            sessions={"max_open_sessions": 2, "inactivity_timeout_s": 60, "max_age_s": 600})
+    traces = [bytes([i + 1]) * 16 for i in range(5)]
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(config) as sidecar:
+            await send(sidecar, request([log(NORMAL_MESSAGES[0], t) for t in traces]))
+            received = await wait(otlp_sink, 3)
+            assert len(sidecar.store) == 2
+            return received
+
+    received = asyncio.run(scenario())
+    early = {r.trace_id for _, _, r in received[:3]}
+    assert early == set(traces[:3])
+
+
+def test_learn_mode_writes_sessions_and_parser_state(otlp_sink: OtlpSink, tmp_path: Path) -> None:
+    output = tmp_path / "learned" / "sessions.txt"
+    config = sidecar_config(otlp_sink.endpoint, None, learn={"enabled": True, "score": False, "output": str(output)})
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(config) as sidecar:
+            await send(sidecar, request([log(m, TRACE_A) for m in NORMAL_MESSAGES[:3]]
+                                        + [log(m, TRACE_B) for m in NORMAL_MESSAGES[3:]]))
+            return await wait(otlp_sink, 6)
+
+    received = asyncio.run(scenario())
+    assert {attributes(r)["log.anomaly.status"] for _, _, r in received} == {"unscored"}
+    lines = sorted(output.read_text().splitlines())
+    assert len(lines) == 2 and all(len(line.split()) == 3 for line in lines)
+    from otel_logbert.parsing.drain import LogParser
+
+    parser = LogParser.load(parser_state_path(output))
+    assert {k for line in lines for k in line.split()} == set(parser.templates())
+
+
+def test_span_event_in_the_session_trace(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    records = [log(NORMAL_MESSAGES[0], TRACE_B, time_unix_nano=1_000), log("never seen before", TRACE_B,
+                                                                           time_unix_nano=5_000)]
+
+    async def scenario() -> None:
+        async with running_sidecar(sidecar_config(otlp_sink.endpoint, rule_bundle)) as sidecar:
+            await send(sidecar, request(records))
+            await wait(otlp_sink, 2)
+        await asyncio.to_thread(otlp_sink.wait_for_spans, 1)
+
+    asyncio.run(scenario())
+    (resource, span), = otlp_sink.spans()
+    assert span.name == "log.anomaly.session"
+    assert span.trace_id == TRACE_B and span.parent_span_id == SPAN and span.span_id != SPAN
+    assert (span.start_time_unix_nano, span.end_time_unix_nano) == (1_000, 5_000)
+    assert attributes(resource)["service.name"] == "otel-logbert"
+    (event,) = span.events
+    event_attrs = {kv.key: kv.value for kv in event.attributes}
+    assert event.name == "log.anomaly"
+    assert event_attrs["log.anomaly.is_anomaly"].bool_value is True
+    assert event_attrs["log.anomaly.score"].double_value == 1.0
+    assert [v.string_value for v in event_attrs["log.anomaly.unexpected_templates"].array_value.values] == [
+        "never seen before"]
+
+
+@pytest.mark.parametrize("only_anomalies", [True, False])
+def test_span_events_for_normal_sessions_are_optional(otlp_sink: OtlpSink, rule_bundle: Path,
+                                                      only_anomalies: bool) -> None:
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle, traces={"only_anomalies": only_anomalies})
+
+    async def scenario() -> None:
+        async with running_sidecar(config) as sidecar:
+            await send(sidecar, request([log(NORMAL_MESSAGES[0], TRACE_A)]))
+            await wait(otlp_sink, 1)
+
+    asyncio.run(scenario())
+    assert len(otlp_sink.spans()) == (0 if only_anomalies else 1)
