@@ -47,6 +47,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def prometheus_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples named ``name`` in Prometheus exposition ``text`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric == name and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
 # --- downstream -------------------------------------------------------------------------------------
 
 
@@ -220,13 +233,13 @@ def broken_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- in-process ---------------------------------------------------------------------------------
 
 
-def sidecar_config(forward: str, bundle: Path | None = None, **sections: dict[str, Any]) -> dict[str, Any]:
-    """A sidecar config dict on ephemeral localhost ports, forwarding to ``forward``, with short
+def sidecar_config(forward_to: str, bundle: Path | None = None, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A sidecar config dict on ephemeral localhost ports, forwarding to ``forward_to``, with short
     session timeouts; ``sections`` are merged over it section by section (without ``bundle``, give
     a ``learn`` section for learn-only mode)."""
     config: dict[str, Any] = {
         "receivers": {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}},
-        "forward": {"endpoint": forward, "retry": {"initial_backoff_s": 0.05, "max_backoff_s": 0.2}},
+        "forward": {"endpoint": forward_to, "retry": {"initial_backoff_s": 0.05, "max_backoff_s": 0.2}},
         "sessions": {"inactivity_timeout_s": 0.2},
         "scoring": {"bundle": str(bundle) if bundle else None, "batch_timeout_ms": 5},
         "telemetry": {"endpoint": "127.0.0.1:0", "log_format": "text"},
@@ -314,17 +327,7 @@ class SidecarProcess:
             return 0, ""
 
     def metric(self, name: str, **labels: str) -> float:
-        """Sum of the Prometheus samples named ``name`` whose labels include ``labels``."""
-        total = 0.0
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith("#") or not line.startswith(name):
-                continue
-            head, _, value = line.rpartition(" ")
-            metric, _, label_text = head.partition("{")
-            if metric != name or not all(f'{k}="{v}"' in label_text for k, v in labels.items()):
-                continue
-            total += float(value)
-        return total
+        return prometheus_value(self.get("/metrics")[1], name, **labels)
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, wait for exit; returns the exit code."""

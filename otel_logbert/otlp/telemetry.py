@@ -152,6 +152,7 @@ class TelemetryServer:
     def __init__(self, metrics: Metrics, ready: Callable[[], tuple[bool, str]]) -> None:
         self.metrics = metrics
         self.ready = ready
+        self.port = 0  # the bound port once started
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -161,7 +162,10 @@ class TelemetryServer:
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
 
     async def stop(self) -> None:
         if self._runner is not None:

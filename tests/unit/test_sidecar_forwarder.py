@@ -1,0 +1,233 @@
+"""otlp.forwarder and otlp.retry: OTLP retry rules, throttling hints, drops, partial success."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+
+from otel_logbert.config import RetryConfig
+from otel_logbert.otlp.codec import LOGS_SERVICE
+from otel_logbert.otlp.forwarder import Forwarder, GrpcLogsExporter, HttpLogsExporter, grpc_target
+from otel_logbert.otlp.retry import Backoff, parse_retry_after, retry_info_delay, retry_info_trailer
+from otel_logbert.sessions.session import Origin
+from tests.conftest import OtlpSink
+
+ORIGIN = Origin(None, b"", None, b"", "")
+FAST = RetryConfig(initial_backoff_s=0.01, max_backoff_s=0.05)
+
+
+def items(n: int) -> list[tuple[Origin, bytes, float]]:
+    return [(ORIGIN, logs_pb2.LogRecord(body={"string_value": f"r{i}"}).SerializeToString(), time.monotonic())
+            for i in range(n)]
+
+
+class Outcomes:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def __call__(self, outcome: str, records: int, seconds: float) -> None:
+        self.seen.append((outcome, records))
+
+
+async def deliver(forwarder: Forwarder, n: int, timeout_s: float = 10.0) -> int:
+    task = asyncio.create_task(forwarder.run())
+    forwarder.put(items(n))
+    deadline = time.monotonic() + timeout_s
+    while forwarder.pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    left = await forwarder.drain(0.1)
+    await forwarder.close()
+    return left
+
+
+def test_grpc_retryable_codes_are_retried_until_delivered(otlp_sink: OtlpSink) -> None:
+    otlp_sink.fail_next(2, grpc.StatusCode.UNAVAILABLE)
+    outcomes, latencies = Outcomes(), []
+    forwarder = Forwarder(GrpcLogsExporter(otlp_sink.endpoint), retry=FAST, observe=outcomes,
+                          on_latency=latencies.append, batch_max_records=3)
+    assert asyncio.run(deliver(forwarder, 5)) == 0
+    assert sorted(r.body.string_value for _, _, r in otlp_sink.records()) == [f"r{i}" for i in range(5)]
+    assert [o for o, _ in outcomes.seen].count("retry") == 2
+    assert sum(n for o, n in outcomes.seen if o == "ok") == 5
+    assert latencies and all(0 <= x < 10 for x in latencies)
+
+
+def test_grpc_permanent_error_drops_and_counts(otlp_sink: OtlpSink) -> None:
+    otlp_sink.fail_next(1, grpc.StatusCode.INVALID_ARGUMENT)
+    outcomes = Outcomes()
+    forwarder = Forwarder(GrpcLogsExporter(otlp_sink.endpoint), retry=FAST, observe=outcomes)
+    asyncio.run(deliver(forwarder, 4))
+    assert outcomes.seen == [("dropped", 4)] and otlp_sink.records() == []
+
+
+class ScriptedServer:
+    """A byte-level LogsService whose answers follow a script of (code, trailing metadata, reply)."""
+
+    def __init__(self, script: list[tuple[grpc.StatusCode, tuple, bytes]]) -> None:
+        self.script = list(script)
+        self.calls = 0
+
+    async def export(self, body: bytes, context: Any) -> bytes:
+        self.calls += 1
+        code, trailer, reply = self.script.pop(0) if self.script else (grpc.StatusCode.OK, (), b"")
+        if code != grpc.StatusCode.OK:
+            await context.abort(code, "scripted", trailing_metadata=trailer)
+        return reply
+
+    async def serve(self, scenario: Any) -> Any:
+        server = grpc.aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(self.export)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": handler}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            return await scenario(f"127.0.0.1:{port}")
+        finally:
+            await server.stop(0)
+
+
+@pytest.mark.parametrize(("with_retry_info", "expected"), [(True, ["retry", "ok"]), (False, ["dropped"])])
+def test_resource_exhausted_is_retryable_only_with_retry_info(with_retry_info: bool, expected: list[str]) -> None:
+    trailer = (retry_info_trailer(0.02, 8, "slow down"),) if with_retry_info else ()
+    server = ScriptedServer([(grpc.StatusCode.RESOURCE_EXHAUSTED, trailer, b"")])
+    outcomes = Outcomes()
+
+    async def scenario(target: str) -> None:
+        await deliver(Forwarder(GrpcLogsExporter(target), retry=FAST, observe=outcomes), 2)
+
+    asyncio.run(server.serve(scenario))
+    assert [o for o, _ in outcomes.seen] == expected
+
+
+def test_partial_success_is_counted_not_retried() -> None:
+    reply = logs_service_pb2.ExportLogsServiceResponse()
+    reply.partial_success.rejected_log_records = 1
+    reply.partial_success.error_message = "one was too old"
+    server = ScriptedServer([(grpc.StatusCode.OK, (), reply.SerializeToString())])
+    outcomes = Outcomes()
+
+    async def scenario(target: str) -> None:
+        await deliver(Forwarder(GrpcLogsExporter(target), retry=FAST, observe=outcomes), 3)
+
+    asyncio.run(server.serve(scenario))
+    assert outcomes.seen == [("ok", 2), ("rejected", 1)] and server.calls == 1
+
+
+def test_retryable_failures_give_up_after_max_elapsed_when_configured() -> None:
+    server = ScriptedServer([(grpc.StatusCode.UNAVAILABLE, (), b"")] * 1000)
+    outcomes = Outcomes()
+    retry = RetryConfig(initial_backoff_s=0.01, max_backoff_s=0.02, max_elapsed_s=0.1)
+
+    async def scenario(target: str) -> None:
+        await deliver(Forwarder(GrpcLogsExporter(target), retry=retry, observe=outcomes), 1)
+
+    asyncio.run(server.serve(scenario))
+    assert outcomes.seen[-1] == ("dropped", 1) and ("retry", 1) in outcomes.seen
+
+
+async def http_server(responses: list[web.Response], received: list[bytes], scenario: Any) -> Any:
+    async def handle(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return responses.pop(0) if responses else web.Response(
+            body=logs_service_pb2.ExportLogsServiceResponse().SerializeToString())
+
+    app = web.Application()
+    app.router.add_post("/v1/logs", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        return await scenario(f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+
+
+def test_http_exporter_retries_503_with_retry_after_and_drops_400() -> None:
+    received: list[bytes] = []
+    responses = [web.Response(status=503, headers={"Retry-After": "0"}), web.Response(status=400, text="bad")]
+    outcomes = Outcomes()
+
+    async def scenario(url: str) -> None:
+        await deliver(Forwarder(HttpLogsExporter(url), retry=FAST, observe=outcomes, batch_max_records=2), 2)
+
+    asyncio.run(http_server(responses, received, scenario))
+    assert [o for o, _ in outcomes.seen] == ["retry", "dropped"]
+    request = logs_service_pb2.ExportLogsServiceRequest.FromString(received[0])
+    assert len(request.resource_logs[0].scope_logs[0].log_records) == 2
+
+
+def test_http_exporter_gzip_and_headers() -> None:
+    received: list[bytes] = []
+
+    async def scenario(url: str) -> None:
+        exporter = HttpLogsExporter(url + "/v1/logs", headers={"X-Tenant": "a"}, gzip_=True)
+        assert exporter.url == url + "/v1/logs" and exporter.headers["Content-Encoding"] == "gzip"
+        await deliver(Forwarder(exporter, retry=FAST), 1)
+
+    asyncio.run(http_server([], received, scenario))
+    request = logs_service_pb2.ExportLogsServiceRequest.FromString(received[0])  # aiohttp decompressed it
+    assert request.resource_logs[0].scope_logs[0].log_records[0].body.string_value == "r0"
+
+
+def test_connection_refused_is_retried_then_delivered_when_downstream_appears() -> None:
+    from tests.conftest import free_port
+
+    sink = OtlpSink(free_port())
+    outcomes = Outcomes()
+
+    async def scenario() -> int:
+        forwarder = Forwarder(GrpcLogsExporter(sink.endpoint), retry=FAST, observe=outcomes, timeout_s=0.5)
+        task = asyncio.create_task(forwarder.run())
+        forwarder.put(items(3))
+        while not any(o == "retry" for o, _ in outcomes.seen):
+            await asyncio.sleep(0.01)
+        sink.start()
+        while forwarder.pending:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        left = await forwarder.drain(0.1)
+        await forwarder.close()
+        return left
+
+    try:
+        assert asyncio.run(scenario()) == 0
+    finally:
+        sink.stop()
+    assert len(sink.records()) == 3
+
+
+def test_has_room_never_refuses_an_empty_queue() -> None:
+    async def scenario() -> tuple[bool, bool, bool]:
+        forwarder = Forwarder(GrpcLogsExporter("127.0.0.1:1"), queue_max_records=10)
+        empty_big = forwarder.has_room(1000)
+        forwarder.put(items(8))
+        return empty_big, forwarder.has_room(2), forwarder.has_room(3)
+
+    assert asyncio.run(scenario()) == (True, True, False)
+
+
+def test_retry_helpers() -> None:
+    assert grpc_target("http://collector:4317") == ("collector:4317", False)
+    assert grpc_target("https://collector:4317") == ("collector:4317", True)
+    assert grpc_target("collector:4317") == ("collector:4317", False)
+    assert retry_info_delay([retry_info_trailer(2.5, 8, "x")]) == 2.5
+    assert retry_info_delay([("other", b"x")]) is None and retry_info_delay(None) is None
+    assert parse_retry_after("7") == 7.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
+    future = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < (parse_retry_after(future) or 0) <= 30
+    backoff = Backoff(1.0, 4.0)
+    delays = [backoff.next() for _ in range(5)]
+    assert 0.5 <= delays[0] <= 1.5 and all(d <= 4.0 for d in delays) and delays[-1] >= 2.0
+    assert backoff.next(hint=10.0) == 4.0 and backoff.next(hint=0.5) == 0.5
