@@ -93,7 +93,8 @@ class Encoder(nn.Module):
         B, L = tokens.shape
         cls = torch.full((B, 1), CLS_ID, dtype=tokens.dtype, device=tokens.device)
         seq = torch.cat([cls, tokens], dim=1)  # (B, 1 + L)
-        x = self.key_embedding(seq) * math.sqrt(self.cfg.d_model) + self.positions[: L + 1]  # (B, 1+L, D)
+        # N(0, 1) key embeddings and unit-scale sinusoids: order information is not drowned out
+        x = self.key_embedding(seq) + self.positions[: L + 1]  # (B, 1+L, D)
         x = self.dropout(x)
         key_bias = (seq == PAD_ID).to(x.dtype)[:, None, None, :] * NEG_INF  # (B, 1, 1, 1+L)
         for block in self.blocks:

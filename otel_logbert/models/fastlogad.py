@@ -6,11 +6,11 @@
   training-free random generator, replacements drawn uniformly. UNK is a possible replacement, so
   the discriminator learns that never-seen keys are anomalous.
 * Discriminator: the shared encoder with a replaced-token-detection (RTD) head, trained with RTD
-  for ``rtd_epochs``, then with RTD + hyperspherical separation: ||h_CLS||^2 small for normal
-  sessions, -log(1 - exp(-||h_CLS||^2)) pushes generated anomalies away from the origin.
-* Score = ||h_CLS||_2 of the discriminator on the unmodified session; per-key evidence = the RTD
-  probability that a key was replaced (UNK keys are always unexpected). Only the discriminator is
-  exported.
+  for ``rtd_epochs``, then with RTD + hyperspherical separation: ||W h_CLS||^2 small for normal
+  sessions, -log(1 - exp(-||W h_CLS||^2)) pushes generated anomalies away from the origin.
+* Score = ||W h_CLS||_2 of the discriminator on the unmodified session (W: a linear projection);
+  per-key evidence = the RTD probability that a key was replaced (UNK keys are always unexpected).
+  Only the discriminator is exported.
 """
 
 from __future__ import annotations
@@ -72,6 +72,13 @@ class FastLogAD(nn.Module):
         self.generator = Generator(cfg) if cfg.generator == "mask" else None
         self.encoder = Encoder(cfg)  # the discriminator
         self.rtd_head = nn.Linear(cfg.d_model, 1)
+        # The hypersphere embedding: a projection of h_CLS. The encoder ends in a LayerNorm, which pins
+        # ||h_CLS|| near sqrt(D); the projection lets normal sessions actually move towards the origin.
+        self.sphere_head = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def embedding(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, 1+L, D) discriminator states -> (B, D) hypersphere embedding of the session."""
+        return self.sphere_head(hidden[:, 0])
 
     @property
     def epochs(self) -> int:
@@ -115,17 +122,17 @@ class FastLogAD(nn.Module):
         stats = {"rtd": rtd.item()}
         if phase == "rtd":
             return rtd, stats
-        normal_sq = (self.encoder(tokens)[:, 0] ** 2).sum(-1)  # (B,)
-        fake_sq = (hidden_fake[:, 0] ** 2).sum(-1)
+        normal_sq = (self.embedding(self.encoder(tokens)) ** 2).sum(-1)  # (B,)
+        fake_sq = (self.embedding(hidden_fake) ** 2).sum(-1)
         separation = normal_sq.mean() - torch.log(-torch.expm1(-fake_sq) + 1e-6).mean()
         stats.update(normal_norm=normal_sq.sqrt().mean().item(), anomaly_norm=fake_sq.sqrt().mean().item())
         return rtd + self.cfg.sep_weight * separation, stats
 
     # -- detection (the exported discriminator) ---------------------------------------------------
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens (B, L) -> score (B,) = ||h_CLS||, evidence (B, L) = P(key replaced), 1 for UNK."""
+        """tokens (B, L) -> score (B,) = ||embedding||, evidence (B, L) = P(key replaced), 1 for UNK."""
         hidden = self.encoder(tokens)  # (B, 1+L, D)
-        score = torch.sqrt((hidden[:, 0] ** 2).sum(-1))  # (B,)
+        score = torch.sqrt((self.embedding(hidden) ** 2).sum(-1))  # (B,)
         evidence = torch.sigmoid(self.rtd_head(hidden[:, 1:]).squeeze(-1))  # (B, L)
         evidence = torch.where(tokens == UNK_ID, torch.ones_like(evidence), evidence)
         evidence = evidence.masked_fill(tokens == PAD_ID, 0.0)

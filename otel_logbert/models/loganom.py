@@ -18,7 +18,7 @@ from torch import nn
 
 from otel_logbert.models.encoder import NEG_INF, Encoder, EncoderConfig
 from otel_logbert.models.masking import choose_g, key_ranks, pattern_hidden, random_mask
-from otel_logbert.parsing.vocabulary import PAD_ID
+from otel_logbert.parsing.vocabulary import FIRST_KEY_ID, PAD_ID
 
 
 @dataclass
@@ -125,6 +125,7 @@ class LogAnom(nn.Module):
         """Choose g for the per-key evidence from normal validation sessions only."""
         _, ranks, _ = self.key_losses(tokens)
         normal_ranks = ranks[tokens != PAD_ID]
-        g = choose_g(ranks, tokens, self.cfg.g_candidates, self.cfg.key_miss_target)
+        n_keys = self.cfg.vocab_size - FIRST_KEY_ID
+        g = choose_g(ranks, tokens, self.cfg.g_candidates, self.cfg.key_miss_target, n_keys)
         self.g.fill_(g)
         return {"g": g, "key_miss_rate": float((normal_ranks >= g).float().mean())}

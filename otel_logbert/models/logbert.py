@@ -18,7 +18,7 @@ from torch import nn
 
 from otel_logbert.models.encoder import Encoder, EncoderConfig
 from otel_logbert.models.masking import choose_g, key_ranks, pattern_hidden, random_mask
-from otel_logbert.parsing.vocabulary import PAD_ID
+from otel_logbert.parsing.vocabulary import FIRST_KEY_ID, PAD_ID
 
 
 @dataclass
@@ -81,7 +81,8 @@ class LogBERT(nn.Module):
         """
         ranks, distances = self.ranks_and_distance(tokens)
         normal_ranks = ranks[tokens != PAD_ID]
-        g = choose_g(ranks, tokens, self.cfg.g_candidates, self.cfg.key_miss_target)
+        n_keys = self.cfg.vocab_size - FIRST_KEY_ID
+        g = choose_g(ranks, tokens, self.cfg.g_candidates, self.cfg.key_miss_target, n_keys)
         radius = max(float(distances.max()), 1e-6)
         self.g.fill_(g)
         self.radius.fill_(radius)

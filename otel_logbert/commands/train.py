@@ -1,0 +1,65 @@
+"""``otel-logbert train``: normal sessions -> a model bundle (weights, vocabulary, thresholds, ONNX)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from otel_logbert.bundle import MODELS
+from otel_logbert.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a model on normal sessions and write a bundle")
+    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--train", required=True, type=Path, metavar="FILE",
+                   help="normal sessions: DeepLog lines, CSV id,sequence, or raw log lines with --session-regex")
+    p.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR")
+    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--session-regex", default=None, metavar="RE",
+                   help=r"raw log input: session id regex, e.g. HDFS 'blk_-?\d+'")
+    p.add_argument("--masking", default="hdfs", help="masking preset for raw log input (default: hdfs)")
+    p.add_argument("--config", type=Path, default=None, help="YAML with model: and training: sections")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one model/training parameter (YAML value), repeatable")
+    p.add_argument("--no-export", action="store_true", help="skip writing model.onnx")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from otel_logbert.export import export_onnx
+    from otel_logbert.training.data import read_sessions
+    from otel_logbert.training.trainer import save_trained, train_model
+
+    data = read_sessions(args.train, session_regex=args.session_regex, masking=args.masking)
+    model, vocab, threshold, metadata = train_model(
+        args.model, data.sessions, epochs=args.epochs, seed=args.seed, device=args.device,
+        config_path=args.config, overrides=parse_overrides(args.set), progress=not args.quiet,
+    )
+    metadata["train_file"] = str(args.train)
+    metadata["sessions_in_file"] = len(data.sessions)
+    bundle = save_trained(args.out, args.model, model.cpu(), vocab, threshold, metadata, data.drain_state)
+    if not args.no_export:
+        export_onnx(bundle.path)
+    print(json.dumps({
+        "bundle": str(bundle.path), "model_version": bundle.model_version, "sessions": len(data.sessions),
+        "train_seconds": metadata["train_seconds"], "threshold": threshold["threshold"],
+        "detection": threshold["detection"], "onnx": not args.no_export,
+    }))
+    return 0
