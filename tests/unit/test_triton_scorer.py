@@ -1,0 +1,121 @@
+"""TritonScorer without a server: the circuit breaker, request planning, and failing fast against a
+closed port (a real gRPC connection attempt, nothing mocked). The server tests live in
+``tests/integration/triton``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from otel_logbert.bundle import load_bundle
+from otel_logbert.scoring.base import ScoringError
+from otel_logbert.scoring.batching import score_sessions
+from otel_logbert.scoring.onnx import OnnxScorer
+from otel_logbert.scoring.triton import CircuitBreaker, CircuitOpenError, TritonScorer, _assemble, _plan
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_consecutive_failures_and_probes_after_the_cool_down() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout_s=5, clock=clock)
+    for _ in range(2):
+        breaker.before_call()
+        breaker.record_failure("UNAVAILABLE")
+    breaker.before_call()
+    breaker.record_success()  # a success resets the count
+    for _ in range(3):
+        breaker.before_call()
+        breaker.record_failure("UNAVAILABLE")
+    assert breaker.state == CircuitBreaker.OPEN
+    with pytest.raises(CircuitOpenError, match="3 consecutive failures .*UNAVAILABLE.*next probe in 5.0s"):
+        breaker.before_call()
+    clock.now += 5
+    assert breaker.state == CircuitBreaker.HALF_OPEN
+    breaker.before_call()  # the probe goes out
+    with pytest.raises(CircuitOpenError):
+        breaker.before_call()  # only one probe at a time
+    breaker.record_failure("still down")  # a failed probe opens it again for a full cool-down
+    clock.now += 4.9
+    with pytest.raises(CircuitOpenError):
+        breaker.before_call()
+    clock.now += 0.1
+    breaker.before_call()
+    breaker.record_success()
+    assert breaker.state == CircuitBreaker.CLOSED
+    breaker.before_call()
+
+
+def test_planned_requests_are_the_embedded_scorers_batches(rule_bundle: Path) -> None:
+    """The async path sends exactly the padded batches ``score_sessions`` makes (same buckets)."""
+    sessions = [[4] * n for n in (1, 3, 9, 17, 70, 130, 8, 0)]
+    seen: list[np.ndarray] = []
+
+    def run(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(tokens)
+        return tokens.sum(1).astype(np.float32), (tokens % 2).astype(np.float32)
+
+    expected = score_sessions(sessions, run, 64, 3)
+    planned = _plan(sessions, 64, 3)
+    assert [t.tolist() for t in planned] == [t.tolist() for t in seen]
+    assert all(t.shape[1] % 8 == 0 for t in planned)
+    assert _assemble(sessions, [run(t) for t in planned], 64, 3) == expected
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_triton_fails_fast_then_the_breaker_opens(rule_bundle: Path) -> None:
+    bundle = load_bundle(rule_bundle)
+    scorer = TritonScorer(bundle, url=f"127.0.0.1:{closed_port()}", timeout_s=0.5, failure_threshold=2)
+    assert scorer.deadline_s == 1.0
+    for _ in range(2):
+        started = time.monotonic()
+        with pytest.raises(ScoringError, match="UNAVAILABLE") as caught:
+            scorer.score([[4, 5]])
+        assert not isinstance(caught.value, CircuitOpenError)
+        assert time.monotonic() - started <= scorer.deadline_s + 0.3
+    with pytest.raises(CircuitOpenError):
+        scorer.score([[4, 5]])
+    status = scorer.status()
+    assert not status.ok and "unreachable" in status.reason
+    assert scorer.ready() is False
+    assert scorer.score([]) == []  # nothing to score needs no server
+    scorer.close()
+    scorer.close()
+
+
+def test_async_path_fails_the_same_way(rule_bundle: Path) -> None:
+    scorer = TritonScorer(load_bundle(rule_bundle), url=f"127.0.0.1:{closed_port()}", timeout_s=0.3)
+
+    async def run() -> None:
+        try:
+            with pytest.raises(ScoringError, match="UNAVAILABLE"):
+                await scorer.score_async([[4, 5], [6]])
+        finally:
+            await scorer.aclose()
+
+    asyncio.run(run())
+
+
+def test_same_interface_as_the_embedded_scorer(rule_bundle: Path) -> None:
+    bundle = load_bundle(rule_bundle)
+    scorer = TritonScorer(bundle, url="127.0.0.1:1")
+    embedded = OnnxScorer(bundle)
+    assert (scorer.model_name, scorer.model_version, scorer.max_len) == (
+        embedded.model_name, embedded.model_version, embedded.max_len
+    )
