@@ -32,7 +32,8 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def prometheus_value(text: str, name: str, **labels: str) -> float:
 # --- downstream -------------------------------------------------------------------------------------
 
 
-class OtlpSink(logs_service_pb2_grpc.LogsServiceServicer, trace_service_pb2_grpc.TraceServiceServicer):
+class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer):
     """A real OTLP/gRPC receiver for logs and traces that keeps every request it accepts.
 
     ``fail_next(n, code)`` makes the next ``n`` log exports fail with ``code`` (nothing is kept).
@@ -75,6 +76,7 @@ class OtlpSink(logs_service_pb2_grpc.LogsServiceServicer, trace_service_pb2_grpc
         self.logs: list[logs_service_pb2.ExportLogsServiceRequest] = []
         self.traces: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.attempts = 0
+        self.invalid_utf8: list[bytes] = []  # requests a strict decoder refuses (kept as bytes)
         self._failures: list[grpc.StatusCode] = []
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
@@ -85,7 +87,11 @@ class OtlpSink(logs_service_pb2_grpc.LogsServiceServicer, trace_service_pb2_grpc
 
     def start(self) -> OtlpSink:
         server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", -1)])
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(self, server)
+        logs = grpc.unary_unary_rpc_method_handler(
+            self.Export, request_deserializer=self._parse_logs,
+            response_serializer=logs_service_pb2.ExportLogsServiceResponse.SerializeToString)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.logs.v1.LogsService", {"Export": logs}),))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, server)
         if server.add_insecure_port(f"127.0.0.1:{self.port}") == 0:
             raise OSError(f"port {self.port} is taken")
@@ -97,6 +103,16 @@ class OtlpSink(logs_service_pb2_grpc.LogsServiceServicer, trace_service_pb2_grpc
         if self._server is not None:
             self._server.stop(0).wait()
             self._server = None
+
+    def _parse_logs(self, body: bytes) -> logs_service_pb2.ExportLogsServiceRequest:
+        """Strict decoding, except that a request with invalid UTF-8 in a string (which the
+        Collector's own receiver accepts) is kept as bytes in ``invalid_utf8`` instead of failing."""
+        try:
+            return logs_service_pb2.ExportLogsServiceRequest.FromString(body)
+        except DecodeError:
+            with self._lock:
+                self.invalid_utf8.append(body)
+            return logs_service_pb2.ExportLogsServiceRequest()
 
     def fail_next(self, n: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
         with self._lock:
@@ -275,13 +291,17 @@ class SidecarProcess:
 
     def __init__(self, config: dict[str, Any], workdir: Path, command: str = "serve",
                  extra_args: tuple[str, ...] = ()) -> None:
-        self.grpc_port, self.http_port, self.telemetry_port = free_port(), free_port(), free_port()
         config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
         receivers = config.setdefault("receivers", {})
-        receivers.setdefault("grpc", {"endpoint": f"127.0.0.1:{self.grpc_port}"})
-        receivers.setdefault("http", {"endpoint": f"127.0.0.1:{self.http_port}"})
+        grpc_receiver = receivers["grpc"] = dict(receivers.get("grpc") or {})
+        http_receiver = receivers["http"] = dict(receivers.get("http") or {})
+        grpc_receiver.setdefault("endpoint", f"127.0.0.1:{free_port()}")
+        http_receiver.setdefault("endpoint", f"127.0.0.1:{free_port()}")
         telemetry = config.setdefault("telemetry", {})
-        telemetry.setdefault("endpoint", f"127.0.0.1:{self.telemetry_port}")
+        telemetry.setdefault("endpoint", f"127.0.0.1:{free_port()}")
+        self.grpc_port = _port(grpc_receiver["endpoint"])
+        self.http_port = _port(http_receiver["endpoint"])
+        self.telemetry_port = _port(telemetry["endpoint"])
         self.config_path = workdir / f"sidecar-{self.grpc_port}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.stdout_path = workdir / f"sidecar-{self.grpc_port}.out"
@@ -347,6 +367,10 @@ class SidecarProcess:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+
+def _port(endpoint: str | None) -> int:
+    return int(endpoint.rsplit(":", 1)[1]) if endpoint else 0
 
 
 @pytest.fixture

@@ -214,9 +214,14 @@ def _scorer(config: SidecarConfig, bundle: Bundle) -> Scorer:
 def _threshold(config: SidecarConfig, bundle: Bundle) -> ThresholdPolicy:
     if config.scoring.threshold == "static":
         return StaticThreshold(bundle.static_threshold)
+    from otel_logbert.models.threshold import DTPMParams, DynamicThreshold
+
+    data = bundle.threshold.get("dtpm")
+    if not isinstance(data, dict):
+        raise BundleError(f"{bundle.path}/threshold.json: no 'dtpm' parameters for scoring.threshold: dtpm "
+                          "(train the bundle with a DTPM fit, or use threshold: static)")
     try:
-        from otel_logbert.models.threshold import DynamicThreshold  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError("scoring.threshold: dtpm is not available in this build") from None
-    params = bundle.threshold.get("dtpm") if isinstance(bundle.threshold.get("dtpm"), dict) else {}
-    return DynamicThresholdPolicy(lambda: DynamicThreshold(**params))
+        params = DTPMParams.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{bundle.path}/threshold.json: invalid 'dtpm' parameters ({exc})") from None
+    return DynamicThresholdPolicy(lambda: DynamicThreshold(params))

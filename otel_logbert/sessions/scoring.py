@@ -155,7 +155,7 @@ class ScoringLoop:
                     Verdict.unscored("model returned a non-finite score", lane.model, lane.model_version)
                 )
                 continue
-            threshold = lane.threshold.threshold(session.service, score)
+            threshold, is_anomaly = lane.threshold.judge(session.service, score)
             unexpected = result.unexpected
             if unexpected is not None and len(unexpected) != len(session.keys):
                 unexpected = None  # evidence that does not line up with the keys is not shown

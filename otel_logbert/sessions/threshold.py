@@ -15,28 +15,32 @@ from typing import Protocol
 
 
 class StreamingThreshold(Protocol):
-    """What ``models.threshold.DynamicThreshold`` provides."""
+    """What ``models.threshold.DynamicThreshold`` provides: judge a score, learn from it."""
 
-    def update(self, score: float) -> float: ...
+    def update(self, score: float) -> tuple[float, bool]:
+        """(threshold used, is_anomaly) for ``score``."""
+        ...
 
 
 class ThresholdPolicy(ABC):
     name: str
 
     @abstractmethod
-    def threshold(self, group: str, score: float) -> float:
-        """The threshold for ``score`` of a session in ``group``; a session is anomalous when
-        ``score > threshold``. May update internal state (dynamic policies)."""
+    def judge(self, group: str, score: float) -> tuple[float, bool]:
+        """(threshold, is_anomaly) for ``score`` of a session in ``group``. May update internal
+        state (dynamic policies)."""
 
 
 class StaticThreshold(ThresholdPolicy):
+    """Anomalous when ``score > value``."""
+
     name = "static"
 
     def __init__(self, value: float) -> None:
         self.value = float(value)
 
-    def threshold(self, group: str, score: float) -> float:
-        return self.value
+    def judge(self, group: str, score: float) -> tuple[float, bool]:
+        return self.value, score > self.value
 
 
 class DynamicThresholdPolicy(ThresholdPolicy):
@@ -50,7 +54,7 @@ class DynamicThresholdPolicy(ThresholdPolicy):
         self.max_groups = max_groups
         self._groups: dict[str, StreamingThreshold] = {}
 
-    def threshold(self, group: str, score: float) -> float:
+    def judge(self, group: str, score: float) -> tuple[float, bool]:
         state = self._groups.get(group)
         if state is None:
             if len(self._groups) >= self.max_groups:
@@ -58,4 +62,5 @@ class DynamicThresholdPolicy(ThresholdPolicy):
             state = self._groups.get(group)
             if state is None:
                 state = self._groups[group] = self.factory()
-        return float(state.update(score))
+        threshold, is_anomaly = state.update(score)
+        return float(threshold), bool(is_anomaly)

@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -137,30 +138,52 @@ def test_learn_only_lane_is_unscored_without_calling_anything() -> None:
     assert results[0][1] == Verdict.unscored(LEARN_ONLY_REASON)
 
 
-class Ewma:
-    """A minimal streaming threshold (the ``DynamicThreshold`` protocol): mean of scores so far."""
+class RunningMean:
+    """A minimal streaming threshold (the ``DynamicThreshold`` protocol): the mean of past scores."""
 
     def __init__(self) -> None:
         self.n, self.mean = 0, 0.0
 
-    def update(self, score: float) -> float:
+    def update(self, score: float) -> tuple[float, bool]:
         threshold = self.mean if self.n else float("inf")
         self.n += 1
         self.mean += (score - self.mean) / self.n
-        return threshold
+        return threshold, score > threshold
 
 
 def test_dynamic_threshold_keeps_one_state_per_service() -> None:
-    policy = DynamicThresholdPolicy(Ewma)
-    assert policy.threshold("a", 1.0) == float("inf")
-    assert policy.threshold("b", 5.0) == float("inf")  # b has its own state
-    assert policy.threshold("a", 3.0) == 1.0
-    assert policy.threshold("a", 0.0) == 2.0
+    policy = DynamicThresholdPolicy(RunningMean)
+    assert policy.judge("a", 1.0) == (float("inf"), False)
+    assert policy.judge("b", 5.0) == (float("inf"), False)  # b has its own state
+    assert policy.judge("a", 3.0) == (1.0, True)
+    assert policy.judge("a", 0.0) == (2.0, False)
 
 
 def test_dynamic_threshold_caps_the_number_of_groups() -> None:
-    policy = DynamicThresholdPolicy(Ewma, max_groups=1)
-    policy.threshold("a", 1.0)
-    policy.threshold("b", 1.0)  # over the cap: shares the "" group
-    policy.threshold("c", 1.0)
+    policy = DynamicThresholdPolicy(RunningMean, max_groups=1)
+    policy.judge("a", 1.0)
+    policy.judge("b", 1.0)  # over the cap: shares the "" group
+    policy.judge("c", 1.0)
     assert set(policy._groups) == {"a", ""}
+
+
+def test_dtpm_policy_uses_the_bundle_parameters(tmp_path: Path) -> None:
+    """``scoring.threshold: dtpm`` builds ``models.threshold.DynamicThreshold`` from threshold.json."""
+    threshold_module = pytest.importorskip("otel_logbert.models.threshold")
+    from otel_logbert.bundle import load_bundle, write_json
+    from otel_logbert.config import config_from_dict
+    from otel_logbert.errors import BundleError
+    from otel_logbert.sessions.lanes import _threshold
+    from tests.conftest import make_rule_bundle
+
+    path = make_rule_bundle(tmp_path / "b")
+    config = config_from_dict({"scoring": {"bundle": str(path), "threshold": "dtpm"}}, environ={})
+    with pytest.raises(BundleError, match="no 'dtpm' parameters"):
+        _threshold(config, load_bundle(path))
+    hidden = 16
+    params = threshold_module.DTPMParams(0.5, [[0.0] * 6] * hidden, [0.0] * hidden, [[0.0] * hidden] * 2, [-30.0, 0.0])
+    write_json(path / "threshold.json", {"threshold": 0.5, "dtpm": params.to_json()})
+    policy = _threshold(config, load_bundle(path))
+    # gate ~ 0: the dynamic threshold falls back to the static one
+    threshold, is_anomaly = policy.judge("cart", 0.7)
+    assert threshold == pytest.approx(0.5) and is_anomaly
