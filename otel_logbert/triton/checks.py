@@ -17,7 +17,7 @@ by ``check_model_dir``:
 * model_warmup: batch_size in 1..max_batch_size, one entry per model input with its data type,
   fully specified dims that fit the input's dims, exactly one data source;
 * execution accelerators only for onnxruntime, names tensorrt/cuda on GPU, openvino on CPU,
-  ``precision_mode`` in FP32/FP16/INT8;
+  ``precision_mode`` in FP32/FP16/INT8; TensorRT profile shapes that fit the inputs and batch size;
 * the ONNX graph (read with ONNX Runtime): same input/output names and data types as the config,
   rank = config rank + 1 (the batch axis), config dims -1 where the graph's are dynamic.
 
@@ -161,6 +161,39 @@ def check_config(config: Any, directory_name: str | None = None) -> list[str]:
             workspace = acc.parameters.get("max_workspace_size_bytes")
             if workspace is not None and not workspace.isdigit():
                 problems.append(f"{side}_execution_accelerator {acc.name}: max_workspace_size_bytes {workspace!r}")
+            problems += _profile_problems(acc.parameters, config)
+    return problems
+
+
+def _profile_problems(parameters: Any, config: Any) -> list[str]:
+    """TensorRT optimisation profiles (``trt_profile_{min,opt,max}_shapes``: ``name:AxB,...``): known
+    inputs, rank = input rank + batch, min <= opt <= max, max batch <= max_batch_size."""
+    keys = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+    present = [k for k in keys if k in parameters]
+    if not present:
+        return []
+    if len(present) != len(keys):
+        return [f"tensorrt: give all of {keys} or none"]
+    ranks = {t.name: len(t.dims) + (1 if config.max_batch_size > 0 else 0) for t in config.input}
+    shapes: dict[str, list[list[int]]] = {}
+    problems = []
+    for key in keys:
+        for entry in parameters[key].split(","):
+            name, _, dims = entry.partition(":")
+            try:
+                shape = [int(d) for d in dims.split("x")]
+            except ValueError:
+                problems.append(f"tensorrt {key}: {entry!r} is not name:AxB")
+                continue
+            if name not in ranks or len(shape) != ranks[name]:
+                problems.append(f"tensorrt {key}: {entry!r} does not match an input's rank")
+                continue
+            shapes.setdefault(name, []).append(shape)
+    for name, (low, opt, high) in ((n, s) for n, s in shapes.items() if len(s) == 3):
+        if not all(a <= b <= c for a, b, c in zip(low, opt, high, strict=True)):
+            problems.append(f"tensorrt profile of {name}: min {low} <= opt {opt} <= max {high} does not hold")
+        if config.max_batch_size > 0 and high[0] > config.max_batch_size:
+            problems.append(f"tensorrt profile of {name}: max batch {high[0]} > max_batch_size")
     return problems
 
 

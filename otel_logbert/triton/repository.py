@@ -149,10 +149,10 @@ def write_triton_repository(
     """Write the bundle's model into the Triton repository ``repo_dir``; returns the model directory.
 
     The bundle must hold ``model.onnx`` (run ``export_onnx`` first). ``fp16`` implies ``tensorrt``
-    (ONNX Runtime reaches FP16 through TensorRT's ``precision_mode``). Preferred batch sizes above
-    ``max_batch_size`` are dropped. Raises ``BundleError`` for a bundle without ``model.onnx`` and
-    ``UserError`` for options Triton would refuse. The config is checked against Triton's model
-    config schema when tritonclient is installed (``otel_logbert.triton.checks``).
+    (ONNX Runtime reaches FP16 through TensorRT's ``precision_mode``). The default preferred batch
+    sizes above ``max_batch_size`` are dropped; given ones must fit. Raises ``BundleError`` for a
+    bundle without ``model.onnx`` and ``UserError`` for options Triton would refuse. The config is
+    checked against Triton's model config schema when tritonclient is installed (``triton.checks``).
     """
     options = RepositoryOptions(
         backend=backend,
@@ -160,7 +160,7 @@ def write_triton_repository(
         version=version,
         max_batch_size=max_batch_size,
         dynamic_batching=dynamic_batching,
-        preferred_batch_sizes=tuple(sorted({s for s in preferred_batch_sizes if s <= max_batch_size})),
+        preferred_batch_sizes=_preferred(preferred_batch_sizes, max_batch_size),
         max_queue_delay_us=max_queue_delay_us,
         instances=instances,
         tensorrt=tensorrt or fp16,
@@ -190,6 +190,12 @@ def write_triton_repository(
     _check_if_possible(model_dir)
     log.info("triton model written", extra={"model_dir": str(model_dir), "backend": options.backend})
     return model_dir
+
+
+def _preferred(sizes: Sequence[int], max_batch_size: int) -> tuple[int, ...]:
+    if tuple(sizes) == DEFAULT_PREFERRED_BATCH_SIZES:
+        sizes = [s for s in sizes if s <= max_batch_size]
+    return tuple(sorted(set(sizes)))
 
 
 def _check_if_possible(model_dir: Path) -> None:
@@ -253,15 +259,19 @@ def render_config(name: str, bundle: Bundle, options: RepositoryOptions) -> str:
     ]
     if options.tensorrt:
         precision = "FP16" if options.fp16 else "FP32"
+        opt_batch = max(options.preferred_batch_sizes or (options.max_batch_size,))
         lines += [
-            "# ONNX Runtime hands the graph to TensorRT (CUDA for what TensorRT cannot run). Engines are",
-            "# built per input shape on first use; the warm-up below builds the common ones at load time.",
+            "# ONNX Runtime hands the graph to TensorRT (CUDA for what TensorRT cannot run). One optimisation",
+            "# profile covers every shape the client sends (batch 1..max_batch_size, seq 1..max_len), so the",
+            "# engine is built once, at load time by the warm-up below, and never rebuilt for a new shape.",
             "optimization { execution_accelerators {",
             "  gpu_execution_accelerator: [ {",
             '    name: "tensorrt"',
             f'    parameters {{ key: "precision_mode", value: "{precision}" }}',
             f'    parameters {{ key: "max_workspace_size_bytes", value: "{TENSORRT_WORKSPACE_BYTES}" }}',
-            '    parameters { key: "trt_engine_cache_enable", value: "1" }',
+            '    parameters { key: "trt_profile_min_shapes", value: "tokens:1x1" }',
+            f'    parameters {{ key: "trt_profile_opt_shapes", value: "tokens:{opt_batch}x{max_len}" }}',
+            f'    parameters {{ key: "trt_profile_max_shapes", value: "tokens:{options.max_batch_size}x{max_len}" }}',
             "  } ]",
             "} }",
             "",

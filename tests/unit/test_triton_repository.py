@@ -63,6 +63,13 @@ def test_tensorrt_fp16_accelerator(rule_bundle: Path, tmp_path: Path) -> None:
     assert accelerator.name == "tensorrt"
     assert accelerator.parameters["precision_mode"] == "FP16"
     assert int(accelerator.parameters["max_workspace_size_bytes"]) > 0
+    assert accelerator.parameters["trt_profile_max_shapes"] == "tokens:256x64"  # max_batch_size x max_len
+
+
+def test_tensorrt_profile_must_fit_the_batch_size(rule_bundle: Path, tmp_path: Path) -> None:
+    model_dir = write_triton_repository(rule_bundle, tmp_path / "repo", tensorrt=True)
+    problem = _problems(model_dir, "tokens:256x64", "tokens:512x64")
+    assert "max batch 512 > max_batch_size" in problem
 
 
 def test_python_backend_repository(rule_bundle: Path, tmp_path: Path) -> None:
