@@ -424,7 +424,7 @@ def _checkout(b: _Builder, fault: str | None) -> str:
             _db(b, "UPDATE", "stock", 1)
             b.log("inventory", f"reserved {sku} for order {order}")
 
-    def pay(retries: int) -> bool:
+    def pay(retries: int, may_decline: bool = True) -> bool:
         b.hop("checkout")
         b.log("checkout", f"requesting payment authorization for order {order} amount={amount} {currency}")
         b.hop("payment")
@@ -436,7 +436,7 @@ def _checkout(b: _Builder, fault: str | None) -> str:
             b.log("checkout", f"payment call failed, retrying in {100 * 2 ** min(attempt, 5)}ms "
                               f"(attempt {attempt + 1})", "WARN")
             b.hop("payment")
-        if rng.random() < 0.05:
+        if may_decline and rng.random() < 0.05:
             b.log("payment", f"card declined: insufficient_funds auth_ref={_hex(rng, 12)}", "WARN")
             b.log("checkout", f"order {order} payment declined, releasing reservations", "WARN")
             for sku in skus:
@@ -476,11 +476,11 @@ def _checkout(b: _Builder, fault: str | None) -> str:
         if rng.random() < 0.5:
             ship()
             confirm()
-            pay(0)
+            pay(0, may_decline=False)
             detail = "order shipped and confirmed before the payment was authorized"
         else:
             ship()
-            pay(0)
+            pay(0, may_decline=False)
             confirm()
             detail = "shipping label created before the payment was authorized"
     else:
