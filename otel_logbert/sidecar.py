@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -40,7 +41,7 @@ from otel_logbert.config import SidecarConfig
 from otel_logbert.errors import UserError
 from otel_logbert.otlp.annotate import STATUS_SCORED, Annotator, AttributeNames
 from otel_logbert.otlp.codec import attribute, render_value, text_of
-from otel_logbert.otlp.forwarder import Forwarder, LogsExporter, build_exporter
+from otel_logbert.otlp.forwarder import Forwarder, Item, LogsExporter, Mark, build_exporter
 from otel_logbert.otlp.receiver import GrpcReceiver, HttpReceiver, Refused, split_endpoint
 from otel_logbert.otlp.spans import SpanEmitter, build_span, build_span_exporter, unexpected_templates
 from otel_logbert.otlp.telemetry import Metrics, TelemetryServer
@@ -48,12 +49,13 @@ from otel_logbert.sessions.keys import TraceIdKey, key_rule
 from otel_logbert.sessions.lanes import Router, build_router, lane_file
 from otel_logbert.sessions.learn import LearnWriter
 from otel_logbert.sessions.scoring import ScoringLoop
-from otel_logbert.sessions.session import Origin, OriginTable, Record, Session, Verdict
+from otel_logbert.sessions.session import OriginTable, Record, Session, Verdict
 from otel_logbert.sessions.store import SessionLimits, SessionStore
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = b"service.name"
+NO_SPAN_ID = b"\x00" * 8
 TICK_S = 0.02  # how often open sessions are checked for inactivity / max age
 RECEIVER_GRACE_S = 5.0
 
@@ -95,6 +97,7 @@ class Sidecar:
         self.origins = OriginTable()
         self._field_text = _field_reader(config.parsing.field)
         self._trace_keyed = isinstance(self.rule, TraceIdKey)
+        self._owned_markers = (f"{self.names.prefix}.".encode(), self.names.template.encode())
 
         otlp_metrics = config.telemetry.otlp_metrics
         metrics_endpoint = None
@@ -181,9 +184,11 @@ class Sidecar:
                 retry_after_s=1.0,
             )
         now, now_unix = time.monotonic(), time.time()
-        rule, store, router, owns = self.rule, self.store, self.router, self.names.owns
+        rule, store, router = self.rule, self.store, self.router
         field_text, multi, needs_text = self._field_text, rule.multi, rule.needs_text
-        unsessioned: list[tuple[Origin, bytes, float]] = []
+        owned_markers = self._owned_markers
+        mark = Mark(now)  # unsessioned records are ready to forward now
+        unsessioned: list[Item] = []
         closed: list[Session] = []
         for rl in request.resource_logs:
             resource_attrs = {kv.key: kv.value for kv in rl.resource.attributes}
@@ -196,13 +201,17 @@ class Sidecar:
                 scope = sl.scope.SerializeToString() if sl.HasField("scope") else None
                 origin = self.origins.get(resource, rl.schema_url, scope, sl.schema_url, service)
                 for rec in sl.log_records:
-                    attributes = rec.attributes
-                    if attributes:
-                        for i in reversed([i for i, kv in enumerate(attributes) if owns(kv.key)]):
-                            del attributes[i]
+                    # 1. the record as bytes, without attributes the sidecar owns (rarely present:
+                    #    a substring test on the bytes avoids walking every record's attributes)
+                    data = rec.SerializeToString()
+                    if owned_markers[0] in data or owned_markers[1] in data:
+                        self._strip_owned(rec)
+                        data = rec.SerializeToString()
+                    # 2. its log key, and the template attribute appended
                     text = field_text(rec)
                     log_key, template_attr = lane.parse(text)
-                    data = rec.SerializeToString() + template_attr
+                    data += template_attr
+                    # 3. its session(s)
                     str_text = "" if not needs_text else (text if isinstance(text, str) else text_of(text))
                     if multi:
                         placements = rule.placements(rec, resource_attrs, str_text, now_unix)
@@ -210,22 +219,21 @@ class Sidecar:
                         key = rule.key(rec, resource_attrs, str_text, now_unix)
                         placements = [(key, True)] if key is not None else []
                     if not placements:
-                        unsessioned.append(
-                            (origin, data + self.annotator.unsessioned(rule.reason_missing), now)
-                        )
+                        unsessioned.append((origin, data, self.annotator.unsessioned(rule.reason_missing), mark))
                         continue
                     ts = rec.time_unix_nano or rec.observed_time_unix_nano
-                    for key, owned in placements:
-                        record = Record(data, origin) if owned else None
+                    for key, owns_record in placements:
+                        record = Record(data, origin) if owns_record else None
                         session, full = store.add((lane_index, key), lane_index, log_key, record, now)
-                        if owned:
+                        if owns_record:
                             if len(session.records) == 1:  # its first record
                                 session.first_ts = ts
                                 session.service = service
                                 session.trace_id = rec.trace_id
-                            if not session.span_id and any(rec.span_id):
+                            if not session.span_id and rec.span_id and rec.span_id != NO_SPAN_ID:
                                 session.span_id = rec.span_id
-                            session.last_ts = max(session.last_ts, ts)
+                            if ts > session.last_ts:
+                                session.last_ts = ts
                         if full is not None:
                             closed.append(full)
         self.metrics.records_received.add(count, {"protocol": protocol})
@@ -235,6 +243,12 @@ class Sidecar:
         closed.extend(store.enforce_limits(now))
         self._close(closed)
         return count
+
+    def _strip_owned(self, record: Any) -> None:
+        """Remove attributes named like those the sidecar writes (they are replaced, not doubled)."""
+        attributes, owns = record.attributes, self.names.owns
+        for i in reversed([i for i, kv in enumerate(attributes) if owns(kv.key)]):
+            del attributes[i]
 
     def _queued_records(self) -> int:
         return self.scoring.pending_records + self.forwarder.pending
@@ -259,13 +273,12 @@ class Sidecar:
         self.scoring.submit([s for s in sessions if s.records])
 
     def _on_scored(self, sessions: list[Session], verdicts: list[Verdict]) -> None:
-        items: list[tuple[Origin, bytes, float]] = []
+        items: list[Item] = []
         anomalous = 0
         for session, verdict in zip(sessions, verdicts, strict=True):
-            closed_at = session.closed_at
-            items.extend(
-                (origin, data, closed_at) for origin, data in self.annotator.annotate(session, verdict)
-            )
+            mark = Mark(session.closed_at)
+            annotated = self.annotator.annotate(session, verdict)
+            items.extend((origin, data, suffix, mark) for origin, data, suffix in annotated)
             if verdict.status == STATUS_SCORED:
                 anomalous += bool(verdict.is_anomaly)
                 if (
@@ -353,6 +366,7 @@ class Sidecar:
         except BaseException:
             await self._stop_servers()
             raise
+        await self._warm_up()
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name="sessions"),
             asyncio.create_task(self.scoring.run(), name="scoring"),
@@ -435,6 +449,14 @@ class Sidecar:
         if self.telemetry is not None:
             await self.telemetry.stop()
 
+    async def _warm_up(self) -> None:
+        """One tiny scoring call per lane before taking traffic (failures only logged: fail open)."""
+        for lane in self.router.lanes:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(lane.warm_up), self.config.scoring.timeout_s * 5)
+            except Exception as exc:  # the scoring loop will mark sessions unscored with the reason
+                log.warning("scorer warm-up failed", extra={"lane": lane.name, "error": repr(exc)[:300]})
+
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
@@ -498,11 +520,25 @@ def _field_reader(field: str) -> Callable[[Any], bytes | str]:
     return from_kvlist
 
 
+def tune_gc() -> None:
+    """Garbage-collector settings for a process holding many small objects (open sessions).
+
+    Everything alive at start-up (modules, the model) is frozen out of collection, and collections
+    run less often: full collections over a million records would otherwise pause the event loop
+    for 100+ ms. The sidecar's own data (sessions, records) holds no reference cycles.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def run_sidecar(config: SidecarConfig) -> int:
     """Build and run a sidecar until SIGTERM/SIGINT; returns the exit code. Raises ``UserError``."""
 
     async def main() -> None:
-        await Sidecar(config).run()
+        sidecar = Sidecar(config)
+        tune_gc()
+        await sidecar.run()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

@@ -82,11 +82,12 @@ class Annotator:
         pairs += [(n.session_id, session.id), (n.session_length, len(session.keys))]
         return attributes_bytes(pairs)
 
-    def annotate(self, session: Session, verdict: Verdict) -> list[tuple[Origin, bytes]]:
-        """Every record of ``session`` as ``(origin, serialized record with the verdict)``."""
+    def annotate(self, session: Session, verdict: Verdict) -> list[tuple[Origin, bytes, bytes]]:
+        """Every record of ``session`` as ``(origin, serialized record, serialized attributes to
+        append to it)``; the forwarder writes the two back to back (no copy here)."""
         suffix = self.session_suffix(session, verdict)
         flags = verdict.unexpected
         if flags is None:
-            return [(r.origin, r.data + suffix) for r in session.records]
+            return [(r.origin, r.data, suffix) for r in session.records]
         yes, no = suffix + self._unexpected[True], suffix + self._unexpected[False]
-        return [(r.origin, r.data + (yes if flags[r.pos] else no)) for r in session.records]
+        return [(r.origin, r.data, yes if flags[r.pos] else no) for r in session.records]

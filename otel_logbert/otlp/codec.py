@@ -222,15 +222,23 @@ def field_bytes(number: int, payload: bytes) -> bytes:
 
 
 _SCOPE_RECORD_TAG = varint((SCOPE_LOGS_LOG_RECORDS << 3) | 2)
+_SMALL_VARINTS = [varint(n) for n in range(1 << 14)]  # two bytes at most; covers typical records
 
 
-def scope_logs_bytes(scope: bytes | None, schema_url: bytes, records: list[bytes]) -> bytes:
-    """A serialized ``ScopeLogs`` holding ``records`` (each a serialized ``LogRecord``)."""
-    tag = _SCOPE_RECORD_TAG
+def scope_logs_bytes(scope: bytes | None, schema_url: bytes, records: list[tuple[bytes, bytes]]) -> bytes:
+    """A serialized ``ScopeLogs`` holding ``records``: each a serialized ``LogRecord`` given as two
+    pieces written back to back (the record, then attribute entries appended to it)."""
+    tag, small = _SCOPE_RECORD_TAG, _SMALL_VARINTS
     parts = [field_bytes(SCOPE_LOGS_SCOPE, scope)] if scope is not None else []
-    parts.extend(tag + varint(len(r)) + r for r in records)
+    append = parts.append
+    for data, suffix in records:
+        size = len(data) + len(suffix)
+        append(tag)
+        append(small[size] if size < 16384 else varint(size))
+        append(data)
+        append(suffix)
     if schema_url:
-        parts.append(field_bytes(SCOPE_LOGS_SCHEMA_URL, schema_url))
+        append(field_bytes(SCOPE_LOGS_SCHEMA_URL, schema_url))
     return b"".join(parts)
 
 

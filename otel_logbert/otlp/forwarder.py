@@ -54,9 +54,19 @@ from otel_logbert.sessions.session import Origin
 
 log = logging.getLogger(__name__)
 
-# A queued record: where it came from, its serialized bytes (with the added attributes), and when
-# it became ready to forward (its session's close, in time.monotonic() seconds).
-Item = tuple[Origin, bytes, float]
+class Mark:
+    """When a group of records (a session, or a request's unsessioned records) became ready to
+    forward, in ``time.monotonic()`` seconds. Shared by the group's items: latency is per group."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+
+# A queued record: where it came from, its serialized bytes, the serialized attributes to append
+# to them, and the mark of its group.
+Item = tuple[Origin, bytes, bytes, Mark]
 
 
 @dataclass(frozen=True)
@@ -192,15 +202,15 @@ def build_exporter(
 def build_request(items: list[Item]) -> bytes:
     """Serialized ``ExportLogsServiceRequest``: records regrouped under their resource and scope,
     in first-seen order."""
-    resources: dict[tuple[bytes | None, bytes], dict[tuple[bytes | None, bytes], list[bytes]]] = {}
-    for origin, data, _ in items:
+    resources: dict[tuple[bytes | None, bytes], dict[tuple[bytes | None, bytes], list[tuple[bytes, bytes]]]] = {}
+    for origin, data, suffix, _ in items:
         scopes = resources.get(origin.resource_key)
         if scopes is None:
             scopes = resources[origin.resource_key] = {}
         records = scopes.get(origin.scope_key)
         if records is None:
             records = scopes[origin.scope_key] = []
-        records.append(data)
+        records.append((data, suffix))
     out = []
     for (resource, resource_schema), scopes in resources.items():
         scope_logs = [scope_logs_bytes(scope, schema, records) for (scope, schema), records in scopes.items()]
@@ -226,7 +236,7 @@ class Forwarder:
         on_latency: Callable[[float], None] | None = None,
     ) -> None:
         """``observe`` is told about every attempt; ``on_latency`` gets, after each delivery, the
-        seconds from ready to acknowledged once per distinct ready time (i.e. per session)."""
+        seconds from ready to acknowledged, once per ``Mark`` (i.e. per session)."""
         self.exporter = exporter
         self.queue_max_records = queue_max_records
         self.batch_max_records = batch_max_records
@@ -317,8 +327,8 @@ class Forwarder:
                     self.last_error = ""
                     if self.on_latency is not None:
                         now = time.monotonic()
-                        for ready_at in {item[2] for item in batch}:
-                            self.on_latency(now - ready_at)
+                        for mark in {id(item[3]): item[3] for item in batch}.values():
+                            self.on_latency(now - mark.at)
                     self._observe("ok", len(batch) - outcome.rejected, took)
                     if outcome.rejected:
                         log.warning(

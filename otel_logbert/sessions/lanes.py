@@ -24,7 +24,7 @@ from otel_logbert.config import SidecarConfig
 from otel_logbert.errors import BundleError, UserError
 from otel_logbert.otlp.codec import attributes_bytes
 from otel_logbert.parsing.drain import LogParser
-from otel_logbert.parsing.vocabulary import Vocabulary
+from otel_logbert.parsing.vocabulary import UNK_ID, Vocabulary
 from otel_logbert.scoring.base import Scorer, SessionScore
 from otel_logbert.sessions.threshold import DynamicThresholdPolicy, StaticThreshold, ThresholdPolicy
 
@@ -49,6 +49,7 @@ class Lane:
     threshold: ThresholdPolicy | None = None
     model: str = ""
     model_version: str = ""
+    max_len: int = 512
     state_file: Path | None = None
     services: list[str] = field(default_factory=list)
     _cache: dict[bytes | str, str] = field(default_factory=dict, repr=False)
@@ -76,10 +77,28 @@ class Lane:
 
     def score(self, sessions: Sequence[Sequence[str]]) -> list[SessionScore]:
         """Encode and score sessions of log keys (blocking; run it in a worker thread).
-        Raises ``ScoringError`` (or anything the backend raises) on failure."""
+        Raises ``ScoringError`` (or anything the backend raises) on failure.
+
+        Sessions go to the scorer in groups of similar length (power-of-two buckets up to
+        ``max_len``), so one long session does not pad a whole batch to its length.
+        """
         assert self.scorer is not None and self.vocab is not None
-        vocab = self.vocab
-        return self.scorer.score([vocab.encode(keys) for keys in sessions])
+        encoded = [self.vocab.encode(keys) for keys in sessions]
+        groups: dict[int, list[int]] = {}
+        for index, tokens in enumerate(encoded):
+            groups.setdefault(_length_group(len(tokens), self.max_len), []).append(index)
+        if len(groups) == 1:
+            return self.scorer.score(encoded)
+        results: list[SessionScore | None] = [None] * len(encoded)
+        for indices in groups.values():
+            for index, result in zip(indices, self.scorer.score([encoded[i] for i in indices]), strict=True):
+                results[index] = result
+        return results  # type: ignore[return-value]  # every slot is filled
+
+    def warm_up(self) -> None:
+        """Score one short session so the first real batch does not pay the backend's start-up."""
+        if self.scorer is not None:
+            self.scorer.score([[UNK_ID] * 8])
 
     def save_state(self) -> None:
         if self.state_file is not None:
@@ -146,11 +165,17 @@ def build_router(config: SidecarConfig) -> Router:
             lane.vocab = bundle.vocab
             lane.model = bundle.model
             lane.model_version = bundle.model_version
+            lane.max_len = bundle.max_len
             lane.threshold = _threshold(config, bundle)
         lanes.append(lane)
         for service in lane_services:
             by_service[service] = lane
     return Router(lanes, by_service)
+
+
+def _length_group(length: int, max_len: int) -> int:
+    """Power-of-two length class (at least 8, at most ``max_len``) used to group sessions."""
+    return min(max_len, 1 << max(3, (max(length, 1) - 1).bit_length()))
 
 
 def _lane_name(bundle: str | None, masking: str, lanes: list[Lane]) -> str:

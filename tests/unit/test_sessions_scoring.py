@@ -187,3 +187,14 @@ def test_dtpm_policy_uses_the_bundle_parameters(tmp_path: Path) -> None:
     # gate ~ 0: the dynamic threshold falls back to the static one
     threshold, is_anomaly = policy.judge("cart", 0.7)
     assert threshold == pytest.approx(0.5) and is_anomaly
+
+
+def test_lane_scores_sessions_in_length_groups_and_keeps_order() -> None:
+    scorer = UnknownShareScorer()
+    short_lane = lane(scorer)
+    short_lane.max_len = 64
+    sessions = [["a"] * 3, ["zzz"] * 100, ["a", "zzz"] * 2, ["b"] * 20]
+    results = short_lane.score(sessions)
+    assert sorted(scorer.batches) == [1, 1, 2]  # lengths 3 and 4 share a group; 100 and 20 do not
+    assert [r.score for r in results] == [0.0, 1.0, 0.5, 0.0]
+    assert results[2].unexpected == (False, True, False, True)

@@ -29,7 +29,7 @@ def test_scored_session_attributes_with_per_record_unexpected() -> None:
     verdict = Verdict("scored", "fastlogad", "v3", score=2.5, threshold=1.0, is_anomaly=True,
                       unexpected=(False, True))
     out = annotator.annotate(make_session(2), verdict)
-    first, second = attrs(out[0][1]), attrs(out[1][1])
+    first, second = attrs(out[0][1] + out[0][2]), attrs(out[1][1] + out[1][2])
     assert first == {
         "log.anomaly.status": "scored", "log.anomaly.score": 2.5, "log.anomaly.threshold": 1.0,
         "log.anomaly.is_anomaly": True, "log.anomaly.model": "fastlogad", "log.anomaly.model_version": "v3",
@@ -42,7 +42,7 @@ def test_scored_session_attributes_with_per_record_unexpected() -> None:
 def test_unscored_session_has_status_reason_and_no_score() -> None:
     annotator = Annotator(AttributeNames(prefix="anomaly", template="tpl"))
     out = annotator.annotate(make_session(1), Verdict.unscored("scoring timed out after 2s", "m", "1"))
-    a = attrs(out[0][1])
+    a = attrs(out[0][1] + out[0][2])
     assert a["anomaly.status"] == "unscored" and a["anomaly.reason"] == "scoring timed out after 2s"
     assert "anomaly.score" not in a and "anomaly.unexpected" not in a
     assert a["anomaly.session.length"] == 1

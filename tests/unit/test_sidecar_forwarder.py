@@ -16,7 +16,7 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 
 from otel_logbert.config import RetryConfig
 from otel_logbert.otlp.codec import LOGS_SERVICE
-from otel_logbert.otlp.forwarder import Forwarder, GrpcLogsExporter, HttpLogsExporter, grpc_target
+from otel_logbert.otlp.forwarder import Forwarder, GrpcLogsExporter, HttpLogsExporter, Item, Mark, grpc_target
 from otel_logbert.otlp.retry import Backoff, parse_retry_after, retry_info_delay, retry_info_trailer
 from otel_logbert.sessions.session import Origin
 from tests.conftest import OtlpSink
@@ -25,8 +25,9 @@ ORIGIN = Origin(None, b"", None, b"", "")
 FAST = RetryConfig(initial_backoff_s=0.01, max_backoff_s=0.05)
 
 
-def items(n: int) -> list[tuple[Origin, bytes, float]]:
-    return [(ORIGIN, logs_pb2.LogRecord(body={"string_value": f"r{i}"}).SerializeToString(), time.monotonic())
+def items(n: int) -> list[Item]:
+    mark = Mark(time.monotonic())
+    return [(ORIGIN, logs_pb2.LogRecord(body={"string_value": f"r{i}"}).SerializeToString(), b"", mark)
             for i in range(n)]
 
 

@@ -1,0 +1,399 @@
+"""End-to-end benchmark of ``otel-logbert serve`` with the embedded ONNX Runtime scorer.
+
+Three measurements, each against a fresh sidecar process on localhost (OTLP/gRPC in, OTLP/gRPC out
+to a counting receiver in this process), on HDFS-like records: the messages of
+``HDFS_20000.log`` (content after the header as the body, level as severity, the header's time as
+the timestamp), replayed with block ids renamed per replay so each replay makes new sessions,
+sessions keyed by ``blk_-?\\d+`` (``sessions.key: regex``):
+
+1. throughput: records/s from the first request sent to the last enriched record received,
+   sending as fast as the sidecar accepts (honouring its back-pressure);
+2. latency: p50/p99 from session close to forwarded (acknowledged downstream), from the sidecar's
+   ``otel_logbert_session_forward_latency_seconds`` histogram (linear within a bucket), while
+   sending at half the throughput measured in (1);
+3. memory: RSS of the sidecar holding 100,000 open sessions (``--session-length`` records each).
+
+Usage::
+
+    python benchmarks/sidecar_throughput.py [--bundle DIR] [--runs 3] [--records 300000] [--out FILE]
+
+Without ``--bundle`` a small FastLogAD bundle is trained first with ``otel-logbert train`` (needs
+torch). Prints one JSON object per measurement and a summary with medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import yaml
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+
+REPO = Path(__file__).resolve().parent.parent
+HDFS = Path(os.environ.get("HDFS_LOG", "/work/shared/datasets/hdfs_raw/HDFS_20000.log"))
+HEADER = re.compile(r"^(\d{6}) (\d{6}) \d+ ([A-Z]+) ([\w.$]+): (.*)$")
+BLOCK = re.compile(r"blk_(-?\d+)")
+EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+RECORDS_PER_REQUEST = 512
+SEVERITY = {"INFO": 9, "WARN": 13, "ERROR": 17}
+
+
+# --- workload ---------------------------------------------------------------------------------------
+
+
+def hdfs_lines() -> list[tuple[str, str, str, int]]:
+    """(level, component, content, unix nanos) per line of the HDFS sample."""
+    out = []
+    for line in HDFS.read_text().splitlines():
+        m = HEADER.match(line)
+        if m is None:
+            continue
+        date, clock, level, component, content = m.groups()
+        t = time.mktime(time.strptime(f"20{date} {clock}", "%Y%m%d %H%M%S"))
+        out.append((level, component, content, int(t * 1e9)))
+    return out
+
+
+def build_requests(lines: list[tuple[str, str, str, int]], n_records: int, salt: int) -> list[bytes]:
+    """``n_records`` records in requests of 512; replay ``r`` renames block ids with a suffix."""
+    requests, records = [], []
+    replay = 0
+    while len(records) < n_records:
+        suffix = f"{salt:02d}{replay:04d}"
+        for level, component, content, ts in lines:
+            body = BLOCK.sub(lambda m, s=suffix: f"blk_{m.group(1)}{s}", content)
+            record = logs_pb2.LogRecord(time_unix_nano=ts, severity_text=level,
+                                        severity_number=SEVERITY.get(level, 9))
+            record.body.string_value = body
+            record.attributes.add(key="code.namespace").value.string_value = component
+            records.append(record)
+            if len(records) == n_records:
+                break
+        replay += 1
+    for start in range(0, len(records), RECORDS_PER_REQUEST):
+        request = logs_service_pb2.ExportLogsServiceRequest()
+        rl = request.resource_logs.add()
+        rl.resource.attributes.add(key="service.name").value.string_value = "hdfs-datanode"
+        sl = rl.scope_logs.add()
+        sl.scope.name = "filelog"
+        sl.log_records.extend(records[start : start + RECORDS_PER_REQUEST])
+        requests.append(request.SerializeToString())
+    return requests
+
+
+def open_session_requests(lines: list[tuple[str, str, str, int]], sessions: int, length: int) -> list[bytes]:
+    """``sessions`` distinct blocks with ``length`` records each, interleaved."""
+    contents = [c for _, _, c, _ in lines if BLOCK.search(c)][:length]
+    requests: list[bytes] = []
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    sl = request.resource_logs.add().scope_logs.add()
+    for i in range(length):
+        for s in range(sessions):
+            record = sl.log_records.add(severity_text="INFO", severity_number=9)
+            record.body.string_value = BLOCK.sub(f"blk_{7_000_000 + s}", contents[i % len(contents)], count=1)
+            if len(sl.log_records) == RECORDS_PER_REQUEST:
+                requests.append(request.SerializeToString())
+                request = logs_service_pb2.ExportLogsServiceRequest()
+                sl = request.resource_logs.add().scope_logs.add()
+    if len(sl.log_records):
+        requests.append(request.SerializeToString())
+    return requests
+
+
+# --- the downstream: counts records -----------------------------------------------------------------
+
+
+class CountingSink:
+    def __init__(self) -> None:
+        self.records = 0
+        self.last_at = 0.0
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", -1)])
+        handler = grpc.unary_unary_rpc_method_handler(self._export)  # bytes in, bytes out
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.logs.v1.LogsService", {"Export": handler}),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def _export(self, body: bytes, context: grpc.ServicerContext) -> bytes:
+        request = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
+        n = sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+        with self._lock:
+            self.records += n
+            self.last_at = time.perf_counter()
+        return b""
+
+    def wait_for(self, n: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.records < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.records >= n
+
+    def stop(self) -> None:
+        self.server.stop(0)
+
+
+# --- the sidecar process ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sidecar:
+    def __init__(self, bundle: Path, sink_port: int, workdir: Path, **sessions: float) -> None:
+        self.grpc_port, self.telemetry_port = free_port(), free_port()
+        config = {
+            "receivers": {"grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"}, "http": {"endpoint": None}},
+            "forward": {"endpoint": f"http://127.0.0.1:{sink_port}", "queue_max_records": 200_000},
+            "traces": {"enabled": False},
+            "parsing": {"masking": "hdfs"},
+            "sessions": {"key": "regex", "regex": r"blk_-?\d+", "inactivity_timeout_s": 0.5, "max_age_s": 60,
+                         **sessions},
+            "scoring": {"bundle": str(bundle), "batch_size": 256, "batch_timeout_ms": 10},
+            "telemetry": {"endpoint": f"127.0.0.1:{self.telemetry_port}", "log_format": "json"},
+        }
+        path = workdir / f"sidecar-{self.grpc_port}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.stderr = open(workdir / f"sidecar-{self.grpc_port}.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen([sys.executable, "-m", "otel_logbert.cli", "serve", "--config", str(path)],
+                                        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        deadline = time.monotonic() + 60
+        while self.get("/readyz") != 200:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sidecar did not start; see {self.stderr.name}")
+            time.sleep(0.1)
+
+    def get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.telemetry_port}{path}", timeout=5) as r:
+                return r.status
+        except OSError:
+            return 0
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.telemetry_port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.stderr.close()
+
+
+# --- clients ----------------------------------------------------------------------------------------
+
+
+def send_all(target: str, requests: list[bytes], threads: int = 3, rate: float | None = None) -> tuple[float, int]:
+    """Send every request (retrying refused ones like a Collector would). ``rate``: records/s to pace
+    at (None = as fast as accepted). Returns (seconds, refusals)."""
+    queue = list(reversed(requests))
+    lock = threading.Lock()
+    refused = [0]
+    started = time.perf_counter()
+    per_request_s = (RECORDS_PER_REQUEST / rate) if rate else 0.0
+    sent = [0]
+
+    def worker() -> None:
+        channel = grpc.insecure_channel(target)
+        call = channel.unary_unary(EXPORT)
+        while True:
+            with lock:
+                if not queue:
+                    break
+                body = queue.pop()
+                slot = sent[0]
+                sent[0] += 1
+            if per_request_s:
+                delay = started + slot * per_request_s - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            while True:
+                try:
+                    call(body, timeout=30)
+                    break
+                except grpc.RpcError as exc:
+                    if exc.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+                        raise
+                    with lock:
+                        refused[0] += 1
+                    time.sleep(0.05)
+        channel.close()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return time.perf_counter() - started, refused[0]
+
+
+def count_records(requests: list[bytes]) -> int:
+    return sum(len(sl.log_records) for body in requests
+               for rl in logs_service_pb2.ExportLogsServiceRequest.FromString(body).resource_logs
+               for sl in rl.scope_logs)
+
+
+def histogram_quantile(text: str, name: str, q: float) -> float:
+    """Quantile from cumulative Prometheus buckets, linear within the bucket."""
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            le = re.search(r'le="([^"]+)"', line).group(1)
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for upper, cumulative in buckets:
+        if cumulative >= rank:
+            if upper == float("inf"):
+                return lower
+            return lower + (upper - lower) * (rank - below) / max(cumulative - below, 1e-9)
+        lower, below = upper, cumulative
+    return lower
+
+
+# --- measurements -----------------------------------------------------------------------------------
+
+
+def measure_throughput(bundle: Path, requests: list[bytes], n: int, workdir: Path) -> dict:
+    sink = CountingSink()
+    sidecar = Sidecar(bundle, sink.port, workdir)
+    try:
+        started = time.perf_counter()
+        send_s, refused = send_all(f"127.0.0.1:{sidecar.grpc_port}", requests)
+        ok = sink.wait_for(n, timeout_s=120)
+        end_to_end_s = sink.last_at - started
+        return {"measure": "throughput", "records": n, "delivered": sink.records, "complete": ok,
+                "accepted_per_s": round(n / send_s), "end_to_end_per_s": round(sink.records / end_to_end_s),
+                "refusals": refused, "rss_mib": round(sidecar.rss_mib())}
+    finally:
+        sidecar.stop()
+        sink.stop()
+
+
+def measure_latency(bundle: Path, requests: list[bytes], n: int, rate: float, workdir: Path) -> dict:
+    sink = CountingSink()
+    sidecar = Sidecar(bundle, sink.port, workdir)
+    try:
+        send_all(f"127.0.0.1:{sidecar.grpc_port}", requests, rate=rate)
+        sink.wait_for(n, timeout_s=120)
+        text = sidecar.metrics()
+        name = "otel_logbert_session_forward_latency_seconds"
+        count = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(f"{name}_count"))
+        return {"measure": "latency", "rate_per_s": round(rate), "sessions": int(count),
+                "p50_ms": round(1000 * histogram_quantile(text, name, 0.50), 1),
+                "p99_ms": round(1000 * histogram_quantile(text, name, 0.99), 1)}
+    finally:
+        sidecar.stop()
+        sink.stop()
+
+
+def measure_memory(bundle: Path, lines: list, sessions: int, length: int, workdir: Path) -> dict:
+    sink = CountingSink()
+    sidecar = Sidecar(bundle, sink.port, workdir, inactivity_timeout_s=3600, max_age_s=7200)
+    try:
+        baseline = sidecar.rss_mib()
+        requests = open_session_requests(lines, sessions, length)
+        send_all(f"127.0.0.1:{sidecar.grpc_port}", requests)
+        open_now = 0.0
+        for line in sidecar.metrics().splitlines():
+            if line.startswith("otel_logbert_sessions_open{"):
+                open_now = float(line.rsplit(" ", 1)[1])
+        return {"measure": "memory", "open_sessions": int(open_now), "records_held": sessions * length,
+                "rss_mib": round(sidecar.rss_mib()), "baseline_rss_mib": round(baseline)}
+    finally:
+        sidecar.stop()
+        sink.stop()
+
+
+def train_bundle(workdir: Path) -> Path:
+    out = workdir / "fastlogad"
+    subprocess.run([sys.executable, "-m", "otel_logbert.cli", "train", "--model", "fastlogad", "--train", str(HDFS),
+                    "--session-regex", r"blk_-?\d+", "--masking", "hdfs", "--epochs", "2", "--quiet",
+                    "--out", str(out)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, help="bundle directory (default: train a small FastLogAD)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--sessions", type=int, default=100_000, help="open sessions for the memory measure")
+    parser.add_argument("--session-length", type=int, default=8)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "latency", "memory"])
+    parser.add_argument("--out", type=Path, help="write all results as JSON here")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="otel-logbert-bench-"))
+    bundle = args.bundle or train_bundle(workdir)
+    lines = hdfs_lines()
+    results: list[dict] = []
+    rates: list[float] = []
+    for run in range(args.runs):
+        requests = build_requests(lines, args.records, salt=run)
+        n = count_records(requests)
+        if "throughput" not in args.skip:
+            results.append(measure_throughput(bundle, requests, n, workdir))
+            rates.append(results[-1]["end_to_end_per_s"])
+            print(json.dumps(results[-1]), flush=True)
+        if "latency" not in args.skip:
+            rate = statistics.median(rates) / 2 if rates else 10_000.0
+            half = requests[: max(1, int(len(requests) * min(1.0, rate * 10 / n)))]  # ~10 s at that rate
+            results.append(measure_latency(bundle, half, count_records(half), rate, workdir))
+            print(json.dumps(results[-1]), flush=True)
+    if "memory" not in args.skip:
+        results.append(measure_memory(bundle, lines, args.sessions, args.session_length, workdir))
+        print(json.dumps(results[-1]), flush=True)
+
+    def median(measure: str, key: str) -> float | None:
+        values = [r[key] for r in results if r["measure"] == measure]
+        return statistics.median(values) if values else None
+
+    summary = {
+        "end_to_end_records_per_s": median("throughput", "end_to_end_per_s"),
+        "accepted_records_per_s": median("throughput", "accepted_per_s"),
+        "p50_close_to_forwarded_ms": median("latency", "p50_ms"),
+        "p99_close_to_forwarded_ms": median("latency", "p99_ms"),
+        "rss_mib_100k_open_sessions": median("memory", "rss_mib"),
+        "runs": args.runs, "cpus": os.cpu_count(), "bundle": str(bundle),
+    }
+    print(json.dumps({"summary": summary}, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps({"results": results, "summary": summary}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
