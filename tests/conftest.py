@@ -8,6 +8,8 @@ Sections (add new shared fixtures under the matching one):
 - bundles: ``make_rule_bundle`` / ``rule_bundle`` / ``broken_bundle`` - bundles whose ``model.onnx`` is a
   hand-built ONNX graph (score 1 when a session holds a key unknown to the vocabulary, else 0). They
   exercise the real bundle loader and ONNX Runtime scorer without training anything.
+  ``fastlogad_bundle`` - a real FastLogAD bundle trained in a few seconds on ``shop_flow`` sessions
+  (needs torch).
 - in-process: ``sidecar_config`` / ``running_sidecar`` - a ``Sidecar`` on the test's event loop
 - processes: ``SidecarProcess`` / ``sidecar_process`` - the real CLI in a subprocess
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -233,6 +236,41 @@ def make_rule_bundle(out: Path, normal_messages: tuple[str, ...] = NORMAL_MESSAG
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(bundle.onnx_path))
+    return out
+
+
+def shop_flow(rng: random.Random, kind: int) -> list[str]:
+    """One normal session of a small shop: a checkout (kind 0) or a browse (kind 1)."""
+    user, order = rng.randint(1, 999), rng.randint(1000, 9999)
+    login = f"user {user} logged in from 10.1.2.{rng.randint(1, 250)}"
+    if kind == 0:
+        return [login, f"cart of user {user} has {rng.randint(1, 9)} items", f"order {order} created for user {user}",
+                f"payment accepted for order {order}", f"order {order} shipped to user {user}"]
+    return [login, f"search for shoes returned {rng.randint(0, 99)} results", f"user {user} logged out"]
+
+
+@pytest.fixture(scope="session")
+def fastlogad_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A FastLogAD bundle trained by ``otel-logbert train`` on 200 ``shop_flow`` sessions, the way an
+    operator would after learn mode: a file of key lines plus the parser state, which goes into the
+    bundle as ``drain3.json``. Trained in a subprocess (a few seconds; needs torch), which also keeps
+    torch's imports away from the test session's ``sys.path``."""
+    pytest.importorskip("torch")
+    from otel_logbert.bundle import DRAIN_FILE, write_json
+    from otel_logbert.parsing.drain import LogParser
+
+    work = tmp_path_factory.mktemp("bundles")
+    rng = random.Random(0)
+    parser = LogParser()
+    sessions = [[parser.parse(message).key for message in shop_flow(rng, i % 2)] for i in range(200)]
+    (work / "sessions.txt").write_text("".join(" ".join(keys) + "\n" for keys in sessions))
+    out = work / "fastlogad"
+    subprocess.run(
+        [sys.executable, "-m", "otel_logbert.cli", "train", "--model", "fastlogad", "--train",
+         str(work / "sessions.txt"), "--out", str(out), "--epochs", "3", "--seed", "0", "--quiet"],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=True, capture_output=True,
+    )
+    write_json(out / DRAIN_FILE, parser.to_json())
     return out
 
 
