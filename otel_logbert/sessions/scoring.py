@@ -1,7 +1,8 @@
 """The scoring loop: closed sessions in, verdicts out, in batches, failing open.
 
-Closed sessions queue up here. A batch is taken when ``batch_size`` sessions wait or ``batch_timeout_s``
-after the first of them arrived, whichever comes first; it is split by lane and each part is scored
+Closed sessions queue up here. A batch is taken at once when no batch is being scored; otherwise when
+``batch_size`` sessions wait or ``batch_timeout_s`` after the first of them arrived, whichever comes
+first. It is split by lane and each part is scored
 by the lane's scorer in the lane's worker thread (ONNX Runtime releases the GIL, so the event loop
 keeps receiving meanwhile). A part that raises, or takes longer than ``timeout_s``, yields
 ``unscored`` verdicts with the reason: records are never held back by a failing model.
@@ -76,10 +77,12 @@ class ScoringLoop:
         return len(self._queue)
 
     async def run(self) -> None:
-        """Take batches forever (until cancelled)."""
+        """Take batches forever (until cancelled). An idle scorer gets what is queued at once (low
+        latency at low load); while batches are in flight, a batch waits to fill up to
+        ``batch_size`` for at most ``batch_timeout_s`` (large batches at high load)."""
         while True:
             await self._wakeup.wait()
-            if len(self._queue) < self.batch_size:
+            if self._in_flight and len(self._queue) < self.batch_size:
                 delay = self._first_at + self.batch_timeout_s - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)

@@ -97,12 +97,32 @@ def test_batches_fill_up_to_batch_size() -> None:
     assert scorer.batches[:2] == [4, 4] and sum(scorer.batches) == 10
 
 
-def test_batch_timeout_sends_a_partial_batch() -> None:
+def test_an_idle_scorer_takes_a_partial_batch_at_once() -> None:
     scorer = UnknownShareScorer()
-    loop = ScoringLoop(Router([lane(scorer)], {}), collect, batch_size=100, batch_timeout_s=0.02)
+    loop = ScoringLoop(Router([lane(scorer)], {}), collect, batch_size=100, batch_timeout_s=5.0)
     started = time.monotonic()
     run_loop(loop, [session(["a"])], wait_for=1)
-    assert scorer.batches == [1] and time.monotonic() - started < 1.0
+    assert scorer.batches == [1] and time.monotonic() - started < 1.0  # did not wait 5 s to fill
+
+
+def test_a_busy_scorer_lets_the_next_batch_fill_up() -> None:
+    scorer = UnknownShareScorer(delay_s=0.2)  # the first batch keeps the scorer busy for 0.2 s
+
+    async def main() -> None:
+        loop = ScoringLoop(Router([lane(scorer)], {}), collect, batch_size=100, batch_timeout_s=0.1)
+        task = asyncio.create_task(loop.run())
+        loop.submit([session(["a"])])
+        await asyncio.sleep(0.05)
+        for _ in range(5):  # arrive while the first batch is scored: batched together
+            loop.submit([session(["b"])])
+            await asyncio.sleep(0.005)
+        while len(results) < 6:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await loop.drain()
+
+    asyncio.run(main())
+    assert scorer.batches == [1, 5]
 
 
 def test_batches_are_split_by_lane() -> None:
