@@ -37,6 +37,7 @@ import pytest
 import yaml
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +68,8 @@ def prometheus_value(text: str, name: str, **labels: str) -> float:
 # --- downstream -------------------------------------------------------------------------------------
 
 
-class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer):
-    """A real OTLP/gRPC receiver for logs and traces that keeps every request it accepts.
+class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer):
+    """A real OTLP/gRPC receiver for logs, traces and metrics that keeps every request it accepts.
 
     ``fail_next(n, code)`` makes the next ``n`` log exports fail with ``code`` (nothing is kept).
     ``stop()`` / ``start()`` take it down and bring it back on the same port.
@@ -78,6 +79,7 @@ class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer):
         self.port = port or free_port()
         self.logs: list[logs_service_pb2.ExportLogsServiceRequest] = []
         self.traces: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.metrics: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.attempts = 0
         self.invalid_utf8: list[bytes] = []  # requests a strict decoder refuses (kept as bytes)
         self._failures: list[grpc.StatusCode] = []
@@ -96,6 +98,7 @@ class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer):
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "opentelemetry.proto.collector.logs.v1.LogsService", {"Export": logs}),))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(self, server)
         if server.add_insecure_port(f"127.0.0.1:{self.port}") == 0:
             raise OSError(f"port {self.port} is taken")
         server.start()
@@ -122,7 +125,11 @@ class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer):
             self._failures.extend([code] * n)
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 - gRPC name
-        # Both services call this one method; the request type tells them apart.
+        # Every service calls this one method; the request type tells them apart.
+        if isinstance(request, metrics_service_pb2.ExportMetricsServiceRequest):
+            with self._lock:
+                self.metrics.append(request)
+            return metrics_service_pb2.ExportMetricsServiceResponse()
         if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
             with self._lock:
                 self.traces.append(request)

@@ -362,3 +362,54 @@ def test_span_events_for_normal_sessions_are_optional(otlp_sink: OtlpSink, rule_
 
     asyncio.run(scenario())
     assert len(otlp_sink.spans()) == (0 if only_anomalies else 1)
+
+
+@pytest.mark.parametrize(("slide_s", "expected"), [(10, {"svc|n1@0": 3, "svc|n1@10": 1}),
+                                                     (5, {"svc|n1@0": 2, "svc|n1@5": 1, "svc|n1@10": 1})])
+def test_time_windows_per_resource_key(otlp_sink: OtlpSink, rule_bundle: Path, slide_s: int,
+                                       expected: dict[str, int]) -> None:
+    """Windows of 10 s per (service, host); sliding windows give each record to the latest window."""
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle, sessions={
+        "key": "window", "resource_attributes": ["service.name", "host.name"], "inactivity_timeout_s": 0.2,
+        "window": {"size_s": 10, "slide_s": slide_s}})
+    req = request([log(NORMAL_MESSAGES[0], b"", time_unix_nano=t * 10**9) for t in (1, 4, 7, 12)], service="svc")
+    req.resource_logs[0].resource.attributes.add(key="host.name").value.string_value = "n1"
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(config) as sidecar:
+            await send(sidecar, req)
+            return await wait(otlp_sink, 4)
+
+    received = asyncio.run(scenario())
+    by_window: dict[str, int] = {}
+    for _, _, r in received:
+        window = attributes(r)["log.anomaly.session.id"].rsplit("/", 1)[0]
+        by_window[window] = by_window.get(window, 0) + 1
+    assert by_window == expected
+    if slide_s == 5:
+        # [0, 10) owns the records at 1 s and 4 s and also sees the key at 7 s (owned by [5, 15));
+        # [5, 15) owns 7 s and sees 12 s (owned by [10, 20)).
+        lengths = {}
+        for _, _, r in received:
+            a = attributes(r)
+            lengths[a["log.anomaly.session.id"].rsplit("/", 1)[0]] = a["log.anomaly.session.length"]
+        assert lengths["svc|n1@0"] == 3 and lengths["svc|n1@5"] == 2
+
+
+def test_own_metrics_over_otlp(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle, telemetry={
+        "endpoint": None, "otlp_metrics": {"enabled": True, "interval_s": 0.2}})
+
+    async def scenario() -> None:
+        async with running_sidecar(config) as sidecar:
+            await send(sidecar, request([log("hello", b"")]))
+            await wait(otlp_sink, 1)
+            for _ in range(100):
+                if otlp_sink.metrics:
+                    break
+                await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    names = {m.name for req in otlp_sink.metrics for rm in req.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics}
+    assert {"otel_logbert.records.received", "otel_logbert.sessions.open"} <= names
