@@ -6,7 +6,8 @@ lanes. The default lane uses ``scoring.bundle`` and ``parsing.masking``; ``scori
 ``parsing.masking_by_service`` send named services to other lanes (one lane per distinct
 bundle + masking pair, shared by the services that name the same pair).
 
-A lane's parser comes from, in order: its state file (``parsing.state_file``, suffixed with the lane
+In learn-only mode a configured bundle still provides its parser (so learned keys continue its ids)
+but no scorer. A lane's parser comes from, in order: its state file (``parsing.state_file``, suffixed with the lane
 name for non-default lanes) when it exists, so a restarted sidecar keeps its keys; else the bundle's
 ``drain3.json`` (whose masking then wins over the configured one); else a fresh parser.
 """
@@ -131,11 +132,11 @@ def build_router(config: SidecarConfig) -> Router:
     scoring, parsing = config.scoring, config.parsing
     bundle_of = {"": scoring.bundle} | dict(scoring.routes)
     pairs: dict[tuple[str | None, str], list[str]] = {}
-    default_pair = (scoring.bundle if config.scoring_enabled else None, parsing.masking)
+    default_pair = (scoring.bundle, parsing.masking)
     pairs[default_pair] = []
     services = sorted(set(scoring.routes) | set(parsing.masking_by_service))
     for service in services:
-        bundle = bundle_of.get(service, scoring.bundle) if config.scoring_enabled else None
+        bundle = bundle_of.get(service, scoring.bundle)
         masking = parsing.masking_by_service.get(service, parsing.masking)
         pairs.setdefault((bundle, masking), []).append(service)
 
@@ -149,7 +150,7 @@ def build_router(config: SidecarConfig) -> Router:
             bundle = bundles.get(bundle_path)
             if bundle is None:
                 bundle = bundles[bundle_path] = load_bundle(
-                    bundle_path, require_onnx=scoring.scorer == "embedded"
+                    bundle_path, require_onnx=config.scoring_enabled and scoring.scorer == "embedded"
                 )
         state_file = lane_file(parsing.state_file, name) if parsing.state_file else None
         lane = Lane(
@@ -160,7 +161,7 @@ def build_router(config: SidecarConfig) -> Router:
             state_file=state_file,
             services=lane_services,
         )
-        if bundle is not None:
+        if bundle is not None and config.scoring_enabled:  # learn-only lanes use the bundle's parser only
             lane.scorer = _scorer(config, bundle)
             lane.vocab = bundle.vocab
             lane.model = bundle.model

@@ -413,3 +413,25 @@ def test_own_metrics_over_otlp(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
     names = {m.name for req in otlp_sink.metrics for rm in req.resource_metrics for sm in rm.scope_metrics
              for m in sm.metrics}
     assert {"otel_logbert.records.received", "otel_logbert.sessions.open"} <= names
+
+
+def test_learn_only_with_a_bundle_continues_its_key_ids(otlp_sink: OtlpSink, rule_bundle: Path, tmp_path: Path) -> None:
+    output = tmp_path / "more.txt"
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle,
+                            learn={"enabled": True, "score": False, "output": str(output)})
+
+    async def scenario() -> None:
+        async with running_sidecar(config) as sidecar:
+            assert sidecar.router.default.scorer is None
+            await send(sidecar, request([log(m, TRACE_A) for m in reversed(NORMAL_MESSAGES)]))
+            await wait(otlp_sink, len(NORMAL_MESSAGES))
+
+    asyncio.run(scenario())
+    from otel_logbert.bundle import load_bundle
+
+    bundle = load_bundle(rule_bundle)
+    bundle_parser = LogParser.from_json(bundle.drain_state or {})
+    expected = [bundle_parser.match(m).key for m in reversed(NORMAL_MESSAGES)]  # type: ignore[union-attr]
+    (line,) = output.read_text().splitlines()
+    assert line.split() == expected
+    assert set(expected) == set(bundle.vocab.keys)  # all known to the model: no new ids were made up
