@@ -58,6 +58,7 @@ SERVICE_NAME = b"service.name"
 NO_SPAN_ID = b"\x00" * 8
 TICK_S = 0.02  # how often open sessions are checked for inactivity / max age
 RECEIVER_GRACE_S = 5.0
+YIELD_EVERY = 1024  # records ingested between yields to the event loop
 
 
 class Sidecar:
@@ -164,8 +165,10 @@ class Sidecar:
 
     # --- intake: the hot path -------------------------------------------------------------------
 
-    def accept(self, request: Message, protocol: str) -> int:
-        """Take every record of a lenient ``ExportLogsServiceRequest``. Returns the record count.
+    async def accept(self, request: Message, protocol: str) -> int:
+        """Take every record of a lenient ``ExportLogsServiceRequest``; returns the record count once
+        all are held. Yields to the event loop every ``YIELD_EVERY`` records, so a large request
+        does not stall scoring and forwarding meanwhile.
 
         Raises ``Refused`` (and takes nothing) while shutting down or when the queue of closed
         records is full. Never raises for content: every record is taken.
@@ -190,6 +193,7 @@ class Sidecar:
         mark = Mark(now)  # unsessioned records are ready to forward now
         unsessioned: list[Item] = []
         closed: list[Session] = []
+        taken = 0
         for rl in request.resource_logs:
             resource_attrs = {kv.key: kv.value for kv in rl.resource.attributes}
             service_value = resource_attrs.get(SERVICE_NAME)
@@ -201,6 +205,12 @@ class Sidecar:
                 scope = sl.scope.SerializeToString() if sl.HasField("scope") else None
                 origin = self.origins.get(resource, rl.schema_url, scope, sl.schema_url, service)
                 for rec in sl.log_records:
+                    taken += 1
+                    if taken % YIELD_EVERY == 0:
+                        self._flush_intake(unsessioned, closed, now)
+                        unsessioned, closed = [], []
+                        await asyncio.sleep(0)
+                        now = time.monotonic()
                     # 1. the record as bytes, without attributes the sidecar owns (rarely present:
                     #    a substring test on the bytes avoids walking every record's attributes)
                     data = rec.SerializeToString()
@@ -236,13 +246,18 @@ class Sidecar:
                                 session.last_ts = ts
                         if full is not None:
                             closed.append(full)
+        self._flush_intake(unsessioned, closed, now)
         self.metrics.records_received.add(count, {"protocol": protocol})
+        return count
+
+    def _flush_intake(self, unsessioned: list[Item], closed: list[Session], now: float) -> None:
+        """Hand on what part of a request produced: unsessioned records to the forwarder, sessions
+        filled or pushed out by the memory caps to scoring."""
         if unsessioned:
             self.metrics.records_unsessioned.add(len(unsessioned))
             self.forwarder.put(unsessioned)
-        closed.extend(store.enforce_limits(now))
+        closed.extend(self.store.enforce_limits(now))
         self._close(closed)
-        return count
 
     def _strip_owned(self, record: Any) -> None:
         """Remove attributes named like those the sidecar writes (they are replaced, not doubled)."""

@@ -58,9 +58,9 @@ class Refused(Exception):
 
 
 class Intake(Protocol):
-    def accept(self, request: Message, protocol: str) -> int:
-        """Take every record of a lenient ``ExportLogsServiceRequest``; returns how many.
-        Raises ``Refused`` (nothing taken) when it cannot."""
+    async def accept(self, request: Message, protocol: str) -> int:
+        """Take every record of a lenient ``ExportLogsServiceRequest``; returns how many once all
+        are held. Raises ``Refused`` (nothing taken) when it cannot."""
         ...
 
 
@@ -120,7 +120,7 @@ class GrpcReceiver:
             self._refused("malformed")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
-            self.intake.accept(request, "grpc")
+            await self.intake.accept(request, "grpc")
         except Refused as exc:
             self._refused(exc.reason)
             if exc.reason == "backpressure":
@@ -199,7 +199,7 @@ class HttpReceiver:
         except MalformedRequest as exc:
             return self._error(400, str(exc), content_type, "malformed")
         try:
-            self.intake.accept(decoded, "http")
+            await self.intake.accept(decoded, "http")
         except Refused as exc:
             return self._error(503, str(exc), content_type, exc.reason, retry_after=exc.retry_after_s)
         if content_type == PROTOBUF:

@@ -157,7 +157,7 @@ def test_shutting_down_answers_unavailable(otlp_sink: OtlpSink, rule_bundle: Pat
                 from otel_logbert.otlp.receiver import Refused
 
                 with pytest.raises(Refused) as info:
-                    sidecar.accept(logs_service_pb2.ExportLogsServiceRequest(), "grpc")
+                    await sidecar.accept(logs_service_pb2.ExportLogsServiceRequest(), "grpc")
                 return info.value
             finally:
                 sidecar._stopping = False
@@ -206,3 +206,23 @@ def test_unbindable_port_is_a_user_error(otlp_sink: OtlpSink, rule_bundle: Path)
         blocker.stop()
 
 
+
+
+def test_a_large_request_is_taken_in_slices_exactly_once(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    from otel_logbert.sidecar import YIELD_EVERY
+
+    n = 3 * YIELD_EVERY + 17
+    req = logs_service_pb2.ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    for i in range(n):  # every third record has one of 10 trace ids, the others none
+        trace_id = bytes([1 + i % 10]) * 16 if i % 3 == 0 else b""
+        sl.log_records.add(body={"string_value": f"event {i}"}, trace_id=trace_id)
+
+    async def scenario(sidecar: Any) -> Any:
+        result = await grpc_export(sidecar, req.SerializeToString())
+        await asyncio.to_thread(otlp_sink.wait_for_records, n)
+        return result
+
+    assert run(sidecar_config(otlp_sink.endpoint, rule_bundle), scenario)[0] == grpc.StatusCode.OK
+    bodies = sorted(r.body.string_value for _, _, r in otlp_sink.records())
+    assert bodies == sorted(f"event {i}" for i in range(n))
