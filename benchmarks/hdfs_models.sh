@@ -20,7 +20,8 @@ run() {  # name model [extra train args...] ; eval with static threshold, and DT
   $BIN/otel-logbert eval --bundle "$OUT/$name/bundle" --normal "$DATA/dev_normal.csv" --abnormal "$DATA/dev_abnormal.csv" \
     --threshold dtpm --no-save --json "$OUT/$name/eval-dtpm.json" | tail -1
 }
-for spec in "fastlogad fastlogad" "fastlogad-random fastlogad --set generator=random" "logbert logbert" \
+for spec in "fastlogad fastlogad" "fastlogad-paper-ops fastlogad --set generated_ops=[replace]" \
+            "fastlogad-random fastlogad --set generator=random" "logbert logbert" \
             "loganom loganom" "loganom-no-grbilstm loganom --set use_bilstm=false"; do
   set -- $spec
   mkdir -p "$OUT/$1"

@@ -27,6 +27,10 @@ class EncoderConfig:
     n_heads: int = 4
     d_ff: int = 256
     dropout: float = 0.1
+    # Multiply key embeddings (initialised N(0, 1)) by sqrt(d_model) before adding the unit-scale
+    # sinusoids, as the Transformer paper does: keys then dominate positions, which makes the model
+    # tolerant of benign reordering (concurrent writers interleave their lines, as HDFS's DataNodes do).
+    scale_embeddings: bool = True
 
 
 def sinusoid_table(length: int, dim: int) -> torch.Tensor:
@@ -93,8 +97,8 @@ class Encoder(nn.Module):
         B, L = tokens.shape
         cls = torch.full((B, 1), CLS_ID, dtype=tokens.dtype, device=tokens.device)
         seq = torch.cat([cls, tokens], dim=1)  # (B, 1 + L)
-        # N(0, 1) key embeddings and unit-scale sinusoids: order information is not drowned out
-        x = self.key_embedding(seq) + self.positions[: L + 1]  # (B, 1+L, D)
+        scale = math.sqrt(self.cfg.d_model) if self.cfg.scale_embeddings else 1.0
+        x = self.key_embedding(seq) * scale + self.positions[: L + 1]  # (B, 1+L, D)
         x = self.dropout(x)
         key_bias = (seq == PAD_ID).to(x.dtype)[:, None, None, :] * NEG_INF  # (B, 1, 1, 1+L)
         for block in self.blocks:

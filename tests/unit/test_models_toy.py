@@ -11,7 +11,9 @@ from otel_logbert.scoring.pytorch import TorchScorer
 from otel_logbert.training.trainer import train_model
 
 # The default model size, and batches small enough for a few hundred optimizer steps on 240 sessions.
-SMALL = {"max_len": 16, "batch_size": 16}
+# The toy grammar is strictly ordered (like request flows in a trace), so the order-sensitive encoder
+# setting; HDFS-like interleaved logs use the default (see EncoderConfig.scale_embeddings).
+SMALL = {"max_len": 16, "batch_size": 16, "scale_embeddings": False}
 EPOCHS = 16
 
 
@@ -51,6 +53,7 @@ def test_unseen_key_is_unexpected(trained):
 def test_threshold_comes_from_normal_validation(trained):
     name, _, _, threshold = trained
     validation = np.array(threshold["validation_scores"])
-    assert threshold["threshold"] == pytest.approx(np.quantile(validation, threshold["quantile"]))
+    # validation scores are stored rounded to 6 decimals
+    assert threshold["threshold"] == pytest.approx(np.quantile(validation, threshold["quantile"]), abs=1e-5)
     assert threshold["validation_sessions"] == len(validation) == 60  # 20% of 300
     assert "dtpm" in threshold
