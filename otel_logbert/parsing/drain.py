@@ -34,7 +34,7 @@ from drain3.template_miner_config import TemplateMinerConfig
 
 from otel_logbert.parsing.masking import get_preset, masking_for, split_for_tokens
 
-EMPTY_KEY = "<empty>"
+EMPTY_KEY = "0"  # Drain3 cluster ids start at 1; numeric so learn files stay valid train input
 EMPTY_TEMPLATE = "<empty>"
 DEFAULT_MAX_LINE_CHARS = 8192
 STATE_FORMAT = "otel-logbert/drain-state"

@@ -7,6 +7,9 @@ Accepted session files (format detected from the first non-empty line):
 * Raw log lines plus a session-id regex (e.g. HDFS ``blk_-?\\d+``): parsed with Drain3; keys are
   cluster ids and the parser state travels in the bundle.
 
+A DeepLog file written by the sidecar's learn mode has its Drain3 state beside it
+(``<stem>.drain3.json``); it is read too, so the bundle can parse raw records at serve time.
+
 Every read error names the file and line (``InputError``).
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -75,7 +79,23 @@ def read_sessions(path: str | Path, session_regex: str | None = None, masking: s
         if line.strip():
             sessions.append(_keys(line, path, number))
             ids.append(f"{path.name}:{number}")
-    return SessionFile(path, ids, sessions)
+    return SessionFile(path, ids, sessions, drain_state=_learned_parser_state(path))
+
+
+def _learned_parser_state(path: Path) -> dict[str, Any] | None:
+    """The Drain3 state the learn mode saved beside ``path``, if there is one."""
+    from otel_logbert.sessions.learn import parser_state_path
+
+    state_path = parser_state_path(path)
+    if not state_path.exists():
+        return None
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(state_path, f"cannot read the parser state ({exc})") from None
+    if not isinstance(state, dict):
+        raise InputError(state_path, "parser state is not a JSON object")
+    return state
 
 
 def _read_csv(path: Path, text: str) -> SessionFile:

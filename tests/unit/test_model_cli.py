@@ -145,3 +145,19 @@ def test_bundle_errors(bundle_dir, tmp_path, hdfs_subset):
     assert "Traceback" not in result.stderr
     result = run_cli(["eval", "--bundle", str(tmp_path / "absent"), "--normal", "x", "--abnormal", "y"])
     assert result.returncode == 2 and "bundle directory not found" in result.stderr
+
+
+def test_learn_file_with_parser_state_trains_a_raw_log_bundle(tmp_path):
+    """A file from the sidecar's learn mode: key lines (empty bodies are key 0) + <stem>.drain3.json."""
+    from otel_logbert.parsing.drain import EMPTY_KEY, LogParser
+
+    parser = LogParser(masking="hdfs")
+    lines = (HDFS_RAW / "HDFS_2k.log").read_text().splitlines()[:400]
+    keys = [parser.parse(line.split(": ", 1)[-1]).key for line in lines]
+    sessions = [" ".join(keys[i : i + 8] + [EMPTY_KEY]) for i in range(0, len(keys), 8)]
+    (tmp_path / "learned.txt").write_text("\n".join(sessions) + "\n")
+    parser.save(tmp_path / "learned.drain3.json")
+    out = tmp_path / "bundle"
+    assert main(["train", "--model", "fastlogad", "--train", str(tmp_path / "learned.txt"), "--out", str(out),
+                 "--no-export", *QUICK]) == 0
+    assert load_bundle(out).drain_state == parser.to_json()

@@ -1,6 +1,6 @@
 """TritonScorer without a server: the circuit breaker, request planning, and failing fast against a
 closed port (a real gRPC connection attempt, nothing mocked). The server tests live in
-``tests/integration/triton``."""
+``tests/integration/triton_serving``."""
 
 from __future__ import annotations
 
