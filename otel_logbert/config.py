@@ -117,6 +117,7 @@ class SessionsConfig:
     record_attributes: list[str] = field(default_factory=list)
     regex: str | None = None
     window: WindowConfig = field(default_factory=WindowConfig)
+    order: str = "time"  # time | arrival: the key order a closed session is scored in
     inactivity_timeout_s: float = 5.0
     max_length: int = 512
     max_age_s: float = 60.0
@@ -368,6 +369,7 @@ def _describe(value: Any) -> str:
 
 _ENDPOINT = re.compile(r"^\[?[0-9A-Za-z.:_-]*\]?:\d{1,5}$")
 SESSION_KEYS = ("trace_id", "attributes", "regex", "window")
+SESSION_ORDERS = ("time", "arrival")
 PROTOCOLS = ("grpc", "http")
 
 
@@ -427,6 +429,7 @@ def validate(c: SidecarConfig) -> None:
 
     s = c.sessions
     _choice("sessions.key", s.key, SESSION_KEYS)
+    _choice("sessions.order", s.order, SESSION_ORDERS)
     if s.key == "attributes" and not (s.resource_attributes or s.record_attributes):
         raise ConfigError("sessions: key 'attributes' needs resource_attributes or record_attributes")
     if s.key == "regex":

@@ -91,7 +91,8 @@ class Sidecar:
                 max_age_s=s.max_age_s,
                 max_open_sessions=s.max_open_sessions,
                 max_buffered_records=s.max_buffered_records,
-            )
+            ),
+            order=s.order,
         )
         self.names = AttributeNames(config.attributes.prefix, config.attributes.template)
         self.annotator = Annotator(self.names)
@@ -188,6 +189,7 @@ class Sidecar:
             )
         now, now_unix = time.monotonic(), time.time()
         rule, store, router = self.rule, self.store, self.router
+        by_time = store.by_time
         field_text, multi, needs_text = self._field_text, rule.multi, rule.needs_text
         owned_markers = self._owned_markers
         mark = Mark(now)  # unsessioned records are ready to forward now
@@ -234,13 +236,18 @@ class Sidecar:
                     ts = rec.time_unix_nano or rec.observed_time_unix_nano
                     for key, owns_record in placements:
                         record = Record(data, origin) if owns_record else None
-                        session, full = store.add((lane_index, key), lane_index, log_key, record, now)
+                        session, full = store.add((lane_index, key), lane_index, log_key, record, now, ts)
                         if owns_record:
-                            if len(session.records) == 1:  # its first record
+                            has_span = rec.span_id and rec.span_id != NO_SPAN_ID
+                            # The lead record (service for thresholds, trace, span parent): the first
+                            # to arrive, or when ordering by time the earliest timed one.
+                            if len(session.records) == 1 or (by_time and 0 < ts < session.first_ts):
                                 session.first_ts = ts
                                 session.service = service
                                 session.trace_id = rec.trace_id
-                            if not session.span_id and rec.span_id and rec.span_id != NO_SPAN_ID:
+                                if has_span:
+                                    session.span_id = rec.span_id
+                            elif not session.span_id and has_span:
                                 session.span_id = rec.span_id
                             if ts > session.last_ts:
                                 session.last_ts = ts

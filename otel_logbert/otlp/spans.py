@@ -2,7 +2,8 @@
 
 For every scored session keyed by trace id, ``SpanEmitter.emit`` builds a span named
 ``log.anomaly.session`` in the session's trace: parent = the span id of the session's first record
-that has one, start/end = the first/last record timestamps, resource ``service.name = otel-logbert``.
+(the earliest, unless ``sessions.order: arrival``), else of the first that has one, start/end = the
+first/last record timestamps, resource ``service.name = otel-logbert``.
 It carries the verdict attributes and one event ``log.anomaly`` with score, threshold, is_anomaly,
 model and the templates of the unexpected keys, so a trace viewer shows the verdict in the trace.
 

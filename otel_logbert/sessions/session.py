@@ -8,6 +8,7 @@ Classes use ``__slots__`` because hundreds of thousands of them can be alive at 
 from __future__ import annotations
 
 import weakref
+from array import array
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -89,11 +90,14 @@ class Record:
 
 
 class Session:
-    """An open (then closed) session: the log keys of its records, in arrival order, and the records.
+    """An open (then closed) session: the log keys of its records and the records.
 
-    ``keys`` may be longer than ``records``: in sliding windows a record's key also joins the
-    overlapping windows that do not own the record. ``closed_by`` says why it closed: inactivity,
-    max_length, max_age, memory_cap or shutdown.
+    While open, ``keys`` are in arrival order. ``times`` (filled only when the store orders by time,
+    else empty) holds one unix-nano timestamp per key; ``in_order`` is False once a key arrived with
+    an earlier timestamp than the one before it. ``order_by_time`` puts a closed session in
+    timestamp order. ``keys`` may be longer than ``records``: in sliding windows a record's key also
+    joins the overlapping windows that do not own the record. ``closed_by`` says why it closed:
+    inactivity, max_length, max_age, memory_cap or shutdown.
     """
 
     __slots__ = (
@@ -102,6 +106,8 @@ class Session:
         "serial",
         "lane",
         "keys",
+        "times",
+        "in_order",
         "records",
         "opened",
         "last",
@@ -120,12 +126,16 @@ class Session:
         self.serial = serial
         self.lane = lane
         self.keys: list[str] = []
+        self.times = array("Q")  # per key, unix nanos (see the class docstring)
+        self.in_order = True
         self.records: list[Record] = []
         self.opened = now
         self.last = now
         self.trace_id: bytes = b""
         self.span_id: bytes = b""
-        self.first_ts = 0  # unix nanos of the first record (0 = unknown)
+        # the lead record's (first to arrive, or the earliest when ordering by time) time, service,
+        # trace and span id: set by the sidecar as records arrive
+        self.first_ts = 0  # unix nanos (0 = unknown)
         self.last_ts = 0
         self.service = ""
         self.closed_by = ""
@@ -135,6 +145,29 @@ class Session:
     def id(self) -> str:
         """Unique within a sidecar run: the key's text and a serial number."""
         return f"{self.label}/{self.serial:x}"
+
+    def order_by_time(self) -> None:
+        """Sort ``keys`` (and ``times``, ``records``) by timestamp; equal timestamps keep their
+        arrival order. Each record's ``pos`` is moved with its key, so per-key evidence computed on
+        the sorted ``keys`` lands on the record it belongs to. A no-op when the keys arrived in
+        order (the common case: no sort, no copy) or when ``times`` was not filled."""
+        if self.in_order or len(self.times) != len(self.keys):
+            return
+        times = self.times
+        order = sorted(range(len(times)), key=times.__getitem__)  # stable: ties by arrival
+        new_pos = [0] * len(order)
+        for new, old in enumerate(order):
+            new_pos[old] = new
+        self.keys = [self.keys[old] for old in order]
+        self.times = array("Q", (times[old] for old in order))
+        for record in self.records:
+            record.pos = new_pos[record.pos]
+        self.records.sort(key=_record_pos)
+        self.in_order = True
+
+
+def _record_pos(record: Record) -> int:
+    return record.pos
 
 
 @dataclass(frozen=True)

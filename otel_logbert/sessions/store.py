@@ -12,6 +12,13 @@ one by opening time, so each close rule costs O(sessions it closes), never a sca
   request, so a single request may overshoot the cap by its own size until then);
 - shutdown: ``close_all``.
 
+Order: with ``order="time"`` (the default) a session's keys are scored in timestamp order. The
+store keeps one timestamp per key (``time_unix_nano``, else ``observed_time_unix_nano``; a key with
+neither takes the timestamp of the key that arrived before it, so it stays where it arrived) and
+sorts a session that arrived out of order when it closes (``Session.order_by_time``). OTLP exporters
+and Collector batching group a request by resource, so a trace spanning several services usually
+arrives out of order. ``order="arrival"`` keeps arrival order and stores no timestamps.
+
 A closed session is removed from the store and handed to the caller; the store never drops one. Not
 thread-safe: the sidecar calls it from its event loop only. Times are ``time.monotonic()`` seconds.
 """
@@ -24,6 +31,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from otel_logbert.sessions.session import Record, Session
+
+ORDER_TIME = "time"
+ORDER_ARRIVAL = "arrival"
+ORDERS = (ORDER_TIME, ORDER_ARRIVAL)
 
 
 @dataclass(frozen=True)
@@ -38,8 +49,13 @@ class SessionLimits:
 class SessionStore:
     """Open sessions keyed by any hashable (the sidecar uses ``(lane, session key)``)."""
 
-    def __init__(self, limits: SessionLimits) -> None:
+    def __init__(self, limits: SessionLimits, order: str = ORDER_TIME) -> None:
+        """``order``: ``"time"`` or ``"arrival"`` (see the module docstring); raises ``ValueError``
+        for anything else."""
+        if order not in ORDERS:
+            raise ValueError(f"session order must be one of {ORDERS}, got {order!r}")
         self.limits = limits
+        self.by_time = order == ORDER_TIME
         self._by_activity: OrderedDict[Hashable, Session] = OrderedDict()
         self._by_age: OrderedDict[Hashable, Session] = OrderedDict()
         self._serial = itertools.count(1)
@@ -52,11 +68,13 @@ class SessionStore:
         return self._by_age.get(key)
 
     def add(
-        self, key: Hashable, lane: int, log_key: str, record: Record | None, now: float
+        self, key: Hashable, lane: int, log_key: str, record: Record | None, now: float, ts: int = 0
     ) -> tuple[Session, Session | None]:
         """Append ``log_key`` (and ``record``, if this session owns it) to the session of ``key``,
-        opening one if needed. Returns ``(session, closed)``: ``closed`` is the session when this
-        append filled it to ``max_length`` (it is then no longer in the store), else None."""
+        opening one if needed. ``ts``: the record's timestamp in unix nanos (0 = unknown), used when
+        ordering by time. Returns ``(session, closed)``: ``closed`` is the session when this append
+        filled it to ``max_length`` (it is then no longer in the store, already in order), else
+        None."""
         session = self._by_activity.get(key)
         if session is None:
             session = Session(key, next(self._serial), lane, now)
@@ -69,6 +87,14 @@ class SessionStore:
             record.pos = len(session.keys)
             session.records.append(record)
         session.keys.append(log_key)
+        if self.by_time:
+            times = session.times
+            if times:
+                if not ts:
+                    ts = times[-1]  # untimed: stays after the key that arrived before it
+                elif ts < times[-1]:
+                    session.in_order = False
+            times.append(ts)
         self.buffered += 1
         if len(session.keys) >= self.limits.max_length:
             self._remove(key, session, "max_length", now)
@@ -125,5 +151,7 @@ class SessionStore:
         del self._by_activity[key]
         del self._by_age[key]
         self.buffered -= len(session.keys)
+        if self.by_time:
+            session.order_by_time()
         session.closed_by = reason
         session.closed_at = now

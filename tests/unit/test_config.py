@@ -18,6 +18,7 @@ def test_defaults_match_the_documented_contract() -> None:
     assert c.receivers.http.max_body_bytes == 16 * 1024 * 1024
     assert c.forward.protocol == "grpc" and c.forward.queue_max_records == 200_000
     assert c.sessions.key == "trace_id" and c.sessions.inactivity_timeout_s == 5.0
+    assert c.sessions.order == "time"
     assert c.scoring.batch_size == 256 and c.scoring.threshold == "static"
     assert c.attributes.prefix == "log.anomaly"
     assert c.forward.retry.max_elapsed_s == 0.0  # never give up: nothing is dropped
@@ -57,6 +58,7 @@ def test_unknown_key_names_the_path_and_suggests() -> None:
         ({"receivers": {"grpc": {"endpoint": "nowhere"}}}, r"receivers\.grpc\.endpoint: expected host:port"),
         ({"parsing": {"field": "attributes."}}, r"parsing\.field"),
         ({"sessions": {"max_open_sessions": 0}}, r"sessions\.max_open_sessions: must be > 0"),
+        ({"sessions": {"order": "random"}}, r"sessions\.order: "),
         ({"learn": {"enabled": True}}, r"learn\.output: required"),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from otel_logbert.sessions.session import Origin, Record
 from otel_logbert.sessions.store import SessionLimits, SessionStore
 
@@ -96,3 +98,100 @@ def test_key_only_entries_count_but_hold_no_record() -> None:
     session = s.get("w")
     assert session is not None and session.keys == ["k1", "k2"]
     assert len(session.records) == 1 and session.records[0].pos == 1
+
+
+# --- order: sessions are scored in timestamp order -------------------------------------------------
+
+CART = Origin(b"cart", b"", None, b"", "cart")
+PAYMENTS = Origin(b"payments", b"", None, b"", "payments")
+
+
+def add_timed(s: SessionStore, key: str, entries: list[tuple[Origin, str, int]]) -> None:
+    """Add ``(origin, log key, ts)`` entries in arrival order; each record's data names its key."""
+    for origin, log_key, ts in entries:
+        s.add(key, 0, log_key, Record(log_key.encode(), origin), 0.0, ts)
+
+
+def test_records_from_two_resources_out_of_order_are_scored_in_time_order() -> None:
+    # A request grouped by resource: all of payments' records first, then cart's, of one trace.
+    s = store()
+    add_timed(s, "t", [(PAYMENTS, "pay.start", 30), (PAYMENTS, "pay.done", 40),
+                       (CART, "cart.open", 10), (CART, "cart.checkout", 20), (CART, "cart.close", 50)])
+    (session,) = s.close_all(1.0)
+    assert session.keys == ["cart.open", "cart.checkout", "pay.start", "pay.done", "cart.close"]
+    assert list(session.times) == [10, 20, 30, 40, 50]
+    # each record's position still points at its own key, and records are in time order too
+    assert [(r.data.decode(), r.pos) for r in session.records] == [
+        (k, i) for i, k in enumerate(session.keys)]
+    assert [r.origin.service for r in session.records] == ["cart", "cart", "payments", "payments", "cart"]
+
+
+def test_equal_and_missing_timestamps_keep_arrival_order() -> None:
+    s = store()
+    # observed-only and untimed records: ts 0 takes the previous key's time, so "b" stays after "a"
+    add_timed(s, "t", [(CART, "late", 9), (CART, "a", 5), (CART, "b", 0), (CART, "c", 5), (CART, "d", 1)])
+    (session,) = s.close_all(1.0)
+    assert session.keys == ["d", "a", "b", "c", "late"]
+
+
+def test_arrival_order_is_kept_when_configured() -> None:
+    s = SessionStore(SessionLimits(), order="arrival")
+    add_timed(s, "t", [(PAYMENTS, "pay", 30), (CART, "cart", 10)])
+    (session,) = s.close_all(1.0)
+    assert session.keys == ["pay", "cart"] and [r.pos for r in session.records] == [0, 1]
+    assert len(session.times) == 0  # no timestamps kept at all
+
+
+def test_unknown_order_is_refused() -> None:
+    with pytest.raises(ValueError, match="arrival"):
+        SessionStore(SessionLimits(), order="random")
+
+
+def test_a_session_that_arrived_in_order_is_not_copied() -> None:
+    s = store()
+    add_timed(s, "t", [(CART, "a", 1), (CART, "b", 1), (CART, "c", 2)])
+    keys = s.get("t").keys  # type: ignore[union-attr]
+    (session,) = s.close_all(1.0)
+    assert session.keys is keys and session.in_order
+
+
+def test_max_length_close_is_ordered_too() -> None:
+    s = store(max_length=2)
+    s.add("t", 0, "second", Record(b"2", CART), 0.0, 20)
+    _, closed = s.add("t", 0, "first", Record(b"1", CART), 0.0, 10)
+    assert closed is not None and closed.keys == ["first", "second"]
+
+
+def test_window_spill_over_keys_move_with_their_time() -> None:
+    # sliding windows: a key without a record of its own sorts by its time like any other
+    s = store()
+    s.add("w", 0, "own-late", Record(b"late", CART), 0.0, 30)
+    s.add("w", 0, "spill-early", None, 0.0, 10)
+    s.add("w", 0, "own-mid", Record(b"mid", CART), 0.0, 20)
+    (session,) = s.close_all(1.0)
+    assert session.keys == ["spill-early", "own-mid", "own-late"]
+    assert [(r.data, r.pos) for r in session.records] == [(b"mid", 1), (b"late", 2)]
+
+
+def test_evidence_lands_on_the_right_record_after_the_sort() -> None:
+    from opentelemetry.proto.logs.v1 import logs_pb2
+
+    from otel_logbert.otlp.annotate import Annotator, AttributeNames
+    from otel_logbert.sessions.session import Verdict
+
+    s = store()
+    for origin, body, ts in [(PAYMENTS, "payment declined", 30), (CART, "cart opened", 10),
+                             (CART, "checkout", 20)]:
+        data = logs_pb2.LogRecord(body={"string_value": body}).SerializeToString()
+        s.add("t", 0, body, Record(data, origin), 0.0, ts)
+    (session,) = s.close_all(1.0)
+    assert session.keys == ["cart opened", "checkout", "payment declined"]
+    # the scorer flags the last key of the time-ordered sequence
+    verdict = Verdict("scored", score=1.0, threshold=0.5, is_anomaly=True, unexpected=(False, False, True))
+    flags = {}
+    for origin, data, suffix in Annotator(AttributeNames()).annotate(session, verdict):
+        record = logs_pb2.LogRecord.FromString(data + suffix)
+        attrs = {kv.key: kv.value for kv in record.attributes}
+        flags[record.body.string_value] = (origin.service, attrs["log.anomaly.unexpected"].bool_value)
+    assert flags == {"cart opened": ("cart", False), "checkout": ("cart", False),
+                     "payment declined": ("payments", True)}

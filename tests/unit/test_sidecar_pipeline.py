@@ -435,3 +435,61 @@ def test_learn_only_with_a_bundle_continues_its_key_ids(otlp_sink: OtlpSink, rul
     (line,) = output.read_text().splitlines()
     assert line.split() == expected
     assert set(expected) == set(bundle.vocab.keys)  # all known to the model: no new ids were made up
+
+
+@pytest.mark.parametrize("order", ["time", "arrival"])
+def test_a_trace_scrambled_by_resource_grouping_is_scored_in_time_order(
+        otlp_sink: OtlpSink, rule_bundle: Path, order: str) -> None:
+    """One trace over two services, sent the way OTLP exporters batch it (grouped by resource):
+    the payments records come first although the cart's happened earlier."""
+    cart_span, payments_span = bytes.fromhex("00000000000000c1"), bytes.fromhex("00000000000000d1")
+    t0 = 1_700_000_000_000_000_000
+    cart = [log(NORMAL_MESSAGES[3], TRACE_A, time_unix_nano=t0 + 10),
+            log(NORMAL_MESSAGES[4], TRACE_A, time_unix_nano=t0 + 20)]
+    payments = [log("payment gateway timed out", TRACE_A, observed_time_unix_nano=t0 + 30),
+                log(NORMAL_MESSAGES[5], TRACE_A, time_unix_nano=t0 + 40)]
+    for records, span_id in ((cart, cart_span), (payments, payments_span)):
+        for record in records:
+            record.span_id = span_id
+    req = request(payments, service="payments")
+    req.resource_logs.extend(request(cart, service="cart").resource_logs)
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle, sessions={"order": order})
+    seen: list[list[str]] = []
+
+    async def scenario() -> list[Any]:
+        async with running_sidecar(config) as sidecar:
+            lane = sidecar.router.default
+            real_score = lane.score
+            lane.score = lambda sessions: seen.extend(list(s) for s in sessions) or real_score(sessions)
+            await send(sidecar, req)
+            records = await wait(otlp_sink, 4)
+        await asyncio.to_thread(otlp_sink.wait_for_spans, 1)
+        return records
+
+    received = asyncio.run(scenario())
+    bodies_in_time_order = [r.body.string_value for r in cart + payments]
+    bodies_as_sent = [r.body.string_value for r in payments + cart]
+    expected = bodies_in_time_order if order == "time" else bodies_as_sent
+    assert seen == [[template_key(rule_bundle, body) for body in expected]]
+    # every record once, unchanged apart from the attributes; the unknown message alone is flagged
+    assert sorted(r.SerializeToString() for r in map(original_part, (r for _, _, r in received))) == \
+        sorted(r.SerializeToString() for r in cart + payments)
+    flags = {r.body.string_value: attributes(r)["log.anomaly.unexpected"] for _, _, r in received}
+    assert flags == {body: body == "payment gateway timed out" for body in bodies_in_time_order}
+    services = {r.body.string_value: attributes(res)["service.name"] for res, _, r in received}
+    assert services == {body: "cart" for body in bodies_in_time_order[:2]} | {
+        body: "payments" for body in bodies_in_time_order[2:]}
+    # the span's parent is the lead record's span: the earliest (time) or the first to arrive
+    (_, span), = otlp_sink.spans()
+    assert span.trace_id == TRACE_A
+    assert span.parent_span_id == (cart_span if order == "time" else payments_span)
+    assert span.start_time_unix_nano == (t0 + 10 if order == "time" else t0 + 30)
+    assert span.end_time_unix_nano == t0 + 40
+
+
+def template_key(bundle: Path, text: str) -> str:
+    """The log key the bundle's parser gives ``text`` (a fresh copy: matching learns nothing)."""
+    from otel_logbert.bundle import load_bundle
+
+    parser = LogParser.from_json(load_bundle(bundle).drain_state or {})
+    return parser.parse(text).key
