@@ -225,16 +225,21 @@ def _scorer(config: SidecarConfig, bundle: Bundle) -> Scorer:
         from otel_logbert.scoring.onnx import OnnxScorer
 
         return OnnxScorer(bundle, batch_size=scoring.batch_size, threads=scoring.threads)
-    try:
-        from otel_logbert.scoring.triton import TritonScorer  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError("scoring.scorer: triton is not available in this build") from None
-    return TritonScorer(
-        bundle,
-        url=scoring.triton.url,
-        model_name=scoring.triton.model_name,
-        timeout_s=scoring.triton.timeout_s,
-    )
+    from otel_logbert.scoring.triton import TritonScorer
+
+    try:  # the scorer imports tritonclient when built, so a missing client surfaces here
+        return TritonScorer(
+            bundle,
+            url=scoring.triton.url,
+            model_name=scoring.triton.model_name,
+            timeout_s=scoring.triton.timeout_s,
+        )
+    except ImportError as exc:
+        missing = exc.name or "tritonclient"
+        raise UserError(
+            f"scoring.scorer: triton needs the Triton client ({missing} is not installed): "
+            "pip install 'otel-logbert[triton]'"
+        ) from None
 
 
 def _threshold(config: SidecarConfig, bundle: Bundle) -> ThresholdPolicy:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -119,3 +120,16 @@ def test_same_interface_as_the_embedded_scorer(rule_bundle: Path) -> None:
     assert (scorer.model_name, scorer.model_version, scorer.max_len) == (
         embedded.model_name, embedded.model_version, embedded.max_len
     )
+
+
+def test_missing_triton_client_says_which_extra_to_install(rule_bundle: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_logbert.config import config_from_dict
+    from otel_logbert.errors import UserError
+    from otel_logbert.sessions.lanes import build_router
+
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # as if the client were not installed
+    config = config_from_dict({"forward": {"endpoint": "127.0.0.1:4317"},
+                               "scoring": {"bundle": str(rule_bundle), "scorer": "triton"}}, environ={})
+    with pytest.raises(UserError, match=r"pip install 'otel-logbert\[triton\]'"):
+        build_router(config)
