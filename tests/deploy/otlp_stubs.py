@@ -1,8 +1,8 @@
 """Small in-process OTLP endpoints for the real-Collector tests.
 
 `HttpLogsReceiver` (aiohttp, POST /v1/logs) and `GrpcSink` (grpcio LogsService + TraceService)
-record what they receive. They stand in for `otel-logbert serve` until it exists, and for the
-Collector's second receiver. They only listen on 127.0.0.1.
+record what they receive: a sidecar that pushes back (the receiver's 503s), and the Collector's
+second receiver after the sidecar (the sinks). They only listen on 127.0.0.1.
 """
 
 from __future__ import annotations

@@ -4,19 +4,24 @@
    *as shipped* (addresses via its env variables): it tails an HDFS-style file with `filelog` and
    exports with `otlphttp` to an OTLP/HTTP receiver. The receiver first answers 503 + Retry-After
    (a sidecar pushing back) and every line must still arrive, parsed (timestamp, severity, resource).
-2. rotel forwards OTLP/gRPC to a gRPC receiver standing where the sidecar stands; that stand-in
-   annotates the records (log.anomaly.*) and adds the `log.anomaly.session` span, and forwards both
-   over OTLP/gRPC through a second rotel, whose output reaches a final sink.
+2. The same Collector config with the real `otel-logbert serve` in the sidecar's place, scoring with a
+   FastLogAD bundle trained on raw HDFS lines (`hdfs_bundle`), sessions keyed by block id: every line
+   reaches the sink exactly once, with the template and the session's verdict.
+3. rotel forwards OTLP/gRPC to the real sidecar (sessions keyed by trace id, scoring), whose records
+   and `log.anomaly.session` spans go over OTLP/gRPC through a second rotel to a final sink.
 
-3. Both legs again with the real `otel-logbert serve` (learn-only) in the sidecar's place.
-
-The other receivers are in-process stubs (tests/deploy/otlp_stubs.py).
+The receiver and the sinks are in-process stubs (tests/deploy/otlp_stubs.py).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import subprocess
+import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -25,14 +30,12 @@ from pathlib import Path
 import grpc
 import pytest
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from .conftest import REPO, free_port
-from .otlp_stubs import GrpcSink, HttpLogsReceiver, wait_for
+from .conftest import HDFS_SESSION_REGEX, HDFS_TRAIN, REPO, free_port
+from .otlp_stubs import GrpcSink, HttpLogsReceiver, any_value, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -141,85 +144,33 @@ def _send_with_retry(send, timeout: float = 20.0) -> None:
         raise AssertionError(f"rotel never accepted: {last}") from None
 
 
-def test_rotel_forwards_grpc_to_sidecar_and_its_output(tools, tmp_path):
-    """client -> rotel A -> [sidecar stand-in] -> rotel B -> sink (logs and the span event)."""
-    sink_port, rotel_b_port, sidecar_port, rotel_a_port = (free_port() for _ in range(4))
-    trace_id = bytes.fromhex("5b8efff798038103d269b633813fc60c")
-    span_id = bytes.fromhex("eee19b7ec3c1b174")
+# --- the same legs through the real, scoring sidecar ---------------------------------------------------
+# `otel-logbert serve` scores with a real FastLogAD bundle (`hdfs_bundle`, trained on raw HDFS lines in
+# a session fixture) on the embedded ONNX Runtime scorer.
 
-    def sidecar_stand_in(req: logs_service_pb2.ExportLogsServiceRequest) -> None:
-        """What the sidecar does to a closed session: annotate, add the span, forward."""
-        out = logs_service_pb2.ExportLogsServiceRequest()
-        out.CopyFrom(req)
-        for rl in out.resource_logs:
-            for sl in rl.scope_logs:
-                for rec in sl.log_records:
-                    rec.attributes.extend([_kv("log.anomaly.score", 0.93),
-                                           _kv("log.anomaly.is_anomaly", True),
-                                           _kv("log.anomaly.session.id", rec.trace_id.hex())])
-        span = Span(trace_id=trace_id, span_id=bytes.fromhex("00000000000000a1"), parent_span_id=span_id,
-                    name="log.anomaly.session", start_time_unix_nano=1, end_time_unix_nano=2)
-        span.events.add(name="log.anomaly", time_unix_nano=2, attributes=[_kv("log.anomaly.score", 0.93)])
-        traces = trace_service_pb2.ExportTraceServiceRequest(resource_spans=[ResourceSpans(
-            resource=Resource(attributes=[_kv("service.name", "otel-logbert")]),
-            scope_spans=[ScopeSpans(spans=[span])])])
-        with grpc.insecure_channel(f"127.0.0.1:{rotel_b_port}") as ch:
-            logs_service_pb2_grpc.LogsServiceStub(ch).Export(out, timeout=5)
-            trace_service_pb2_grpc.TraceServiceStub(ch).Export(traces, timeout=5)
-
-    records = [LogRecord(time_unix_nano=1_700_000_000_000_000_000 + i,
-                         body=AnyValue(string_value=f"step {i}"), trace_id=trace_id, span_id=span_id)
-               for i in range(3)]
-    request = logs_service_pb2.ExportLogsServiceRequest(resource_logs=[ResourceLogs(
-        resource=Resource(attributes=[_kv("service.name", "checkout")]),
-        scope_logs=[ScopeLogs(log_records=records)])])
-
-    with GrpcSink(sink_port) as sink, \
-            _rotel(tools, rotel_b_port, f"http://127.0.0.1:{sink_port}", tmp_path, "rotel-b"), \
-            GrpcSink(sidecar_port, on_logs=sidecar_stand_in) as sidecar, \
-            _rotel(tools, rotel_a_port, f"http://127.0.0.1:{sidecar_port}", tmp_path, "rotel-a"):
-        with grpc.insecure_channel(f"127.0.0.1:{rotel_a_port}") as ch:
-            stub = logs_service_pb2_grpc.LogsServiceStub(ch)
-            _send_with_retry(lambda: stub.Export(request, timeout=2))
-        try:
-            wait_for(lambda: len(sink.logs) >= 3 and sink.spans, 30, "annotated logs and span at the sink")
-        finally:
-            for name in ("rotel-a", "rotel-b"):
-                print(name, (tmp_path / f"{name}.log").read_text()[-2000:])
-    assert [r["body"] for r in sidecar.logs] == ["step 0", "step 1", "step 2"]
-    assert all(r["resource"]["service.name"] == "checkout" for r in sidecar.logs)
-    assert sorted(r["body"] for r in sink.logs) == ["step 0", "step 1", "step 2"]
-    for r in sink.logs:
-        assert r["attributes"]["log.anomaly.is_anomaly"] is True
-        assert r["attributes"]["log.anomaly.score"] == pytest.approx(0.93)
-        assert r["attributes"]["log.anomaly.session.id"] == trace_id.hex()
-    (span,) = sink.spans
-    assert span.name == "log.anomaly.session" and span.trace_id == trace_id
-    assert span.events[0].name == "log.anomaly"
-
-
-# --- the same legs against the real sidecar -----------------------------------------------------------
-# `otel-logbert serve` runs in learn-only mode (learn.enabled, learn.score: false): it needs no model
-# bundle (none can be trained in this test's time), still parses, sessions and forwards every record,
-# marking them `unscored` with the reason. Scoring itself is covered by the sidecar's own tests.
+VERDICT = ("log.anomaly.score", "log.anomaly.threshold", "log.anomaly.is_anomaly")
 
 
 @contextmanager
-def real_sidecar(tmp_path: Path, sessions: str, forward_port: int) -> Iterator[dict[str, int]]:
-    """Run `otel-logbert serve` on free loopback ports until it answers /readyz; yield the ports."""
+def real_sidecar(tmp_path: Path, sessions: str, forward_port: int, bundle: Path,
+                 traces_port: int | None = None) -> Iterator[dict[str, int]]:
+    """Run `otel-logbert serve` with `bundle` on free loopback ports until it answers /readyz; yield
+    the ports. It forwards logs (and, with `traces_port`, its spans) over OTLP/gRPC."""
     import sys
     import urllib.request
 
     ports = {"grpc": free_port(), "http": free_port(), "telemetry": free_port()}
     config = tmp_path / "sidecar.yaml"
+    traces = (f'{{enabled: true, endpoint: "http://127.0.0.1:{traces_port}", protocol: grpc}}'
+              if traces_port else "{enabled: false}")
     config.write_text(
         f'receivers: {{grpc: {{endpoint: "127.0.0.1:{ports["grpc"]}"}}, '
         f'http: {{endpoint: "127.0.0.1:{ports["http"]}"}}}}\n'
         f'forward: {{endpoint: "http://127.0.0.1:{forward_port}", protocol: grpc}}\n'
-        f"traces: {{enabled: false}}\n"
+        f"traces: {traces}\n"
         f"{sessions}\n"
-        f'telemetry: {{endpoint: "127.0.0.1:{ports["telemetry"]}", log_format: text}}\n'
-        f'learn: {{enabled: true, score: false, output: "{tmp_path / "sessions.txt"}"}}\n')
+        f'scoring: {{bundle: "{bundle}", batch_timeout_ms: 5}}\n'
+        f'telemetry: {{endpoint: "127.0.0.1:{ports["telemetry"]}", log_format: text}}\n')
     argv = [str(Path(sys.executable).parent / "otel-logbert"), "serve", "--config", str(config)]
 
     def ready() -> bool:
@@ -240,54 +191,115 @@ def real_sidecar(tmp_path: Path, sessions: str, forward_port: int) -> Iterator[d
             print("sidecar:", log.read_text()[-3000:])
 
 
-def test_otelcol_filelog_to_real_sidecar(tools, tmp_path):
-    """otelcol (filelog -> otlphttp) -> otel-logbert serve (HTTP receiver) -> forward (gRPC) -> sink."""
+def bundle_threshold(bundle: Path) -> float:
+    return json.loads((bundle / "threshold.json").read_text())["threshold"]
+
+
+def assert_scored_sessions(records: list[dict], threshold: float) -> dict[str, list[dict]]:
+    """Every record carries a complete verdict that agrees with the rest of its session; returns
+    the records by session id."""
+    sessions: dict[str, list[dict]] = {}
+    for r in records:
+        a = r["attributes"]
+        assert a["log.anomaly.status"] == "scored", a
+        assert a["log.record.template"]
+        assert a["log.anomaly.model"] == "fastlogad" and a["log.anomaly.model_version"]
+        assert isinstance(a["log.anomaly.score"], float) and math.isfinite(a["log.anomaly.score"])
+        assert a["log.anomaly.threshold"] == pytest.approx(threshold)  # static: the bundle's
+        assert a["log.anomaly.is_anomaly"] is (a["log.anomaly.score"] > a["log.anomaly.threshold"])
+        sessions.setdefault(a["log.anomaly.session.id"], []).append(r)
+    for members in sessions.values():
+        assert {tuple(m["attributes"][k] for k in VERDICT) for m in members} == {
+            tuple(members[0]["attributes"][k] for k in VERDICT)}  # one verdict per session
+        assert all(m["attributes"]["log.anomaly.session.length"] == len(members) for m in members)
+    return sessions
+
+
+def test_otelcol_filelog_to_real_sidecar(tools, tmp_path, hdfs_bundle):
+    """otelcol (filelog -> otlphttp) -> otel-logbert serve (HTTP receiver, scoring) -> forward (gRPC) -> sink."""
+    lines = HDFS_TRAIN.read_text().splitlines()[:40] + [HDFS_LINES[-1]]  # several blocks; one line without
     logdir = tmp_path / "hdfs"
     logdir.mkdir()
-    (logdir / "datanode.log").write_text("\n".join(HDFS_LINES) + "\n")
+    (logdir / "datanode.log").write_text("\n".join(lines) + "\n")
     sink_port = free_port()
     sessions = ("parsing: {masking: hdfs}\n"
-                "sessions: {key: regex, regex: 'blk_-?\\d+', inactivity_timeout_s: 0.5}")
+                f"sessions: {{key: regex, regex: '{HDFS_SESSION_REGEX}', inactivity_timeout_s: 0.5}}")
     config = REPO / "collector-config" / "filelog-legacy.yaml"
-    with GrpcSink(sink_port) as sink, real_sidecar(tmp_path, sessions, sink_port) as ports:
+    with GrpcSink(sink_port) as sink, real_sidecar(tmp_path, sessions, sink_port, hdfs_bundle) as ports:
         env = {"HDFS_LOG_GLOB": str(logdir / "*.log"), "FILELOG_START_AT": "beginning",
                "OTEL_LOGBERT_HTTP_ENDPOINT": f"http://127.0.0.1:{ports['http']}",
                "OTELCOL_METRICS_HOST": "127.0.0.1", "OTELCOL_METRICS_PORT": str(free_port())}
         with running([str(tools.otelcol), f"--config=file:{config}"], env, tmp_path / "otelcol.log"):
-            wait_for(lambda: len(sink.logs) >= len(HDFS_LINES), 45, "all lines forwarded by the sidecar")
-    assert sorted(r["body"] for r in sink.logs) == sorted(HDFS_LINES)
-    by_body = {r["body"]: r for r in sink.logs}
-    first = by_body[HDFS_LINES[0]]
-    assert first["resource"]["service.name"] == "hdfs"  # set by the filelog config, kept by the sidecar
-    assert first["attributes"]["log.anomaly.session.id"].startswith("blk_38865049064139660")
-    assert first["attributes"]["log.anomaly.status"] == "unscored"  # learn-only: no model
-    assert "<BLK>" in first["attributes"]["log.record.template"]
-    assert by_body[HDFS_LINES[-1]]["attributes"]["log.anomaly.status"] == "unsessioned"  # no block id
+            wait_for(lambda: len(sink.logs) >= len(lines), 45, "all lines forwarded by the sidecar")
+            time.sleep(0.5)  # anything duplicated would arrive meanwhile
+    assert Counter(r["body"] for r in sink.logs) == Counter(lines)  # every line exactly once
+    assert all(r["resource"]["service.name"] == "hdfs" for r in sink.logs)  # from filelog, kept
+    (unsessioned,) = [r for r in sink.logs if r["body"] == HDFS_LINES[-1]]
+    assert unsessioned["attributes"]["log.anomaly.status"] == "unsessioned"  # no block id: not scored
+    scored = [r for r in sink.logs if r["body"] != HDFS_LINES[-1]]
+    sessions = assert_scored_sessions(scored, bundle_threshold(hdfs_bundle))
+    for session_id, members in sessions.items():
+        block = session_id.rsplit("/", 1)[0]
+        assert all(re.search(HDFS_SESSION_REGEX, m["body"]).group(0) == block for m in members)
+        assert all("<BLK>" in m["attributes"]["log.record.template"] for m in members)
+    blocks = {re.search(HDFS_SESSION_REGEX, line).group(0) for line in lines[:-1]}
+    assert {sid.rsplit("/", 1)[0] for sid in sessions} == blocks
+    assert max(len(m) for m in sessions.values()) > 5  # real multi-record sessions, not just singletons
 
 
-def test_rotel_through_real_sidecar(tools, tmp_path):
-    """client -> rotel A -> otel-logbert serve (gRPC receiver) -> rotel B -> sink."""
+def test_rotel_through_real_sidecar(tools, tmp_path, hdfs_bundle):
+    """client -> rotel A -> otel-logbert serve (gRPC receiver, trace sessions, scoring) -> rotel B -> sink,
+    logs and the `log.anomaly.session` span. The trace crosses two services and the request carries
+    the later service first (as resource-grouped batches do); the sidecar still orders it by time."""
     sink_port, rotel_b_port, rotel_a_port = free_port(), free_port(), free_port()
     trace_id = bytes.fromhex("5b8efff798038103d269b633813fc60c")
-    records = [LogRecord(time_unix_nano=1_700_000_000_000_000_000 + i,
-                         body=AnyValue(string_value=f"payment {i} retried after 30 ms"),
-                         trace_id=trace_id, span_id=bytes.fromhex("eee19b7ec3c1b174")) for i in range(3)]
-    request = logs_service_pb2.ExportLogsServiceRequest(resource_logs=[ResourceLogs(
-        resource=Resource(attributes=[_kv("service.name", "checkout")]),
-        scope_logs=[ScopeLogs(log_records=records)])])
+    other_trace = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+    web_span, checkout_span = bytes.fromhex("eee19b7ec3c1b174"), bytes.fromhex("00f067aa0ba902b7")
+    t0 = 1_700_000_000_000_000_000
+    web = [LogRecord(time_unix_nano=t0 + i, body=AnyValue(string_value=f"GET /cart/{i} served in 3 ms"),
+                     trace_id=trace_id, span_id=web_span) for i in range(2)]
+    checkout = [LogRecord(time_unix_nano=t0 + 10 + i, body=AnyValue(string_value=f"payment {i} retried after 30 ms"),
+                          trace_id=trace_id, span_id=checkout_span) for i in range(3)]
+    lone = [LogRecord(time_unix_nano=t0 + 5, body=AnyValue(string_value="GET /health served in 1 ms"),
+                      trace_id=other_trace, span_id=web_span)]
+
+    def resource_logs(service: str, records: list[LogRecord]) -> ResourceLogs:
+        return ResourceLogs(resource=Resource(attributes=[_kv("service.name", service)]),
+                            scope_logs=[ScopeLogs(log_records=records)])
+
+    request = logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[resource_logs("checkout", checkout), resource_logs("web", web + lone)])
     sessions = "sessions: {key: trace_id, inactivity_timeout_s: 0.5}"
+    expected = [r.body.string_value for r in web + checkout + lone]
     with GrpcSink(sink_port) as sink, \
             _rotel(tools, rotel_b_port, f"http://127.0.0.1:{sink_port}", tmp_path, "rotel-b"), \
-            real_sidecar(tmp_path, sessions, rotel_b_port) as ports, \
+            real_sidecar(tmp_path, sessions, rotel_b_port, hdfs_bundle, traces_port=rotel_b_port) as ports, \
             _rotel(tools, rotel_a_port, f"http://127.0.0.1:{ports['grpc']}", tmp_path, "rotel-a"):
         with grpc.insecure_channel(f"127.0.0.1:{rotel_a_port}") as ch:
             stub = logs_service_pb2_grpc.LogsServiceStub(ch)
             _send_with_retry(lambda: stub.Export(request, timeout=2))
-        wait_for(lambda: len(sink.logs) >= 3, 30, "the sidecar's output at the sink")
-    assert sorted(r["body"] for r in sink.logs) == [f"payment {i} retried after 30 ms" for i in range(3)]
-    for r in sink.logs:
-        assert r["resource"]["service.name"] == "checkout"
-        # the session key (the trace id) plus the sidecar's sequence number: "<trace id>/<n>"
-        assert r["attributes"]["log.anomaly.session.id"].split("/")[0] == trace_id.hex()
-        assert r["attributes"]["log.anomaly.session.length"] == 3
-        assert r["attributes"]["log.record.template"]
+        wait_for(lambda: len(sink.logs) >= len(expected) and len(sink.spans) >= 2, 30,
+                 "the sidecar's records and spans at the sink")
+        time.sleep(0.5)  # anything duplicated would arrive meanwhile
+    assert Counter(r["body"] for r in sink.logs) == Counter(expected)  # every record exactly once
+    service_of = {r.body.string_value: s for s, rs in (("web", web + lone), ("checkout", checkout)) for r in rs}
+    assert all(r["resource"]["service.name"] == service_of[r["body"]] for r in sink.logs)
+    by_session = assert_scored_sessions(sink.logs, bundle_threshold(hdfs_bundle))
+    assert sorted(len(m) for m in by_session.values()) == [1, 5]
+    trace_records = next(m for m in by_session.values() if len(m) == 5)
+    assert {sid.split("/")[0] for sid in by_session} == {trace_id.hex(), other_trace.hex()}
+    # one `log.anomaly.session` span per trace session, in that trace, carrying the records' verdict
+    spans = {span.trace_id: span for span in sink.spans}
+    assert len(sink.spans) == 2 and set(spans) == {trace_id, other_trace}
+    span = spans[trace_id]
+    assert span.name == "log.anomaly.session"
+    # the session's first record in time is web's, although checkout's records came first
+    assert span.parent_span_id == web_span
+    assert (span.start_time_unix_nano, span.end_time_unix_nano) == (t0, t0 + 12)
+    span_attrs = {kv.key: any_value(kv.value) for kv in span.attributes}
+    verdict = trace_records[0]["attributes"]
+    assert span_attrs["log.anomaly.score"] == pytest.approx(verdict["log.anomaly.score"])
+    assert span_attrs["log.anomaly.session.id"] == verdict["log.anomaly.session.id"]
+    assert span_attrs["log.anomaly.session.length"] == 5
+    (event,) = span.events
+    assert event.name == "log.anomaly"
