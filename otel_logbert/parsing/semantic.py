@@ -56,6 +56,7 @@ FALLBACK_MIN_COSINE = 0.9
 EMBED_BATCH = 64
 
 _PLACEHOLDER = re.compile(r"<([^<>\s]*)>")
+_WORD = re.compile(r"[a-z]+")
 
 
 class SemanticUnavailable(UserError):
@@ -80,9 +81,9 @@ def template_text(template: str) -> str:
 
 
 def template_skeleton(template: str) -> str:
-    """The template without any placeholder: Drain templates of one event that differ only in how many
-    variables they carry (``to <ADDR>`` / ``to <ADDR> <ADDR>``) share it."""
-    return " ".join(_PLACEHOLDER.sub(" ", template).split())
+    """The template's words without placeholders, punctuation or case: Drain templates of one event that
+    differ only in how many variables they carry (``to <ADDR>`` / ``to <ADDR>, <ADDR>``) share it."""
+    return " ".join(_WORD.findall(_PLACEHOLDER.sub(" ", template).lower()))
 
 
 class TextEncoder(Protocol):
@@ -418,7 +419,7 @@ class SemanticKeyMapper:
         best, cosines = index.nearest(np.stack([cache[t] for t in texts]))
         for (key, template), j, cosine in zip(work, best, cosines, strict=True):
             nearest = index.keys[j] if j >= 0 else None
-            take = nearest is not None and cosine >= threshold
+            take = bool(nearest is not None and cosine >= threshold)
             self.decisions[key] = KeyDecision(key, template, nearest, round(float(cosine), 4), take)
             if take:
                 self._mapped[key] = self.vocab.id_of(nearest)
