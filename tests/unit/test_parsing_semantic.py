@@ -59,7 +59,7 @@ def test_nearest_neighbour_similarities_collapse_identical_texts():
 
 
 def test_min_cosine_is_a_high_quantile_of_distinct_neighbours_or_the_fallback():
-    texts = [f"t{i}" for i in range(4)]
+    texts = ["alpha", "beta", "gamma", "delta"]
     emb = unit([[1, 0, 0], [0.9, 0.43589, 0], [0, 1, 0], [0, 0, 1]])
     value, how = choose_min_cosine(texts, emb, quantile=1.0)
     assert value == pytest.approx(0.9, abs=1e-4)
