@@ -3,6 +3,10 @@
 The threshold is the bundle's (chosen on normal validation data at training time) or, with
 ``--threshold dtpm``, the dynamic DTPM policy run over the sessions as one stream. The labels of the
 files given here are used for measuring only.
+
+``--baseline semantic`` measures the blog post's detector instead of the model: cosine distance of a
+session's mean template embedding to the normal centroid, with the threshold and centroid stored in the
+bundle's ``semantic.json`` (``train --semantic``, raw-log bundles only).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", choices=("static", "dtpm"), default="static", dest="policy")
     p.add_argument("--seed", type=int, default=0, help="stream order for --threshold dtpm")
     p.add_argument("--no-save", action="store_true", help="do not write metrics.json into the bundle")
+    p.add_argument("--baseline", choices=("semantic",), default=None,
+                   help="semantic: the template-embedding centroid baseline instead of the model (not saved)")
     p.set_defaults(func=run)
 
 
@@ -58,9 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from otel_logbert.training.data import read_sessions
     from otel_logbert.training.metrics import detection_metrics, plot_distributions
 
-    bundle = load_bundle(args.bundle, require_onnx=args.runtime == "onnx")
+    bundle = load_bundle(args.bundle, require_onnx=args.runtime == "onnx" and args.baseline is None)
     normal = read_sessions(args.normal).sessions
     abnormal = read_sessions(args.abnormal).sessions
+    if args.baseline == "semantic":
+        return run_semantic_baseline(args, bundle, normal, abnormal)
     scorer = make_scorer(bundle, args.runtime)
     encoded = [bundle.vocab.encode(s) for s in normal + abnormal]
     started = time.perf_counter()
@@ -81,6 +89,31 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_distributions(scores[: len(normal)], scores[len(normal) :], float(np.median(threshold)), str(args.plot),
                            f"{bundle.model} ({bundle.model_version}): session scores")
+    return 0
+
+
+def run_semantic_baseline(args: argparse.Namespace, bundle, normal: list, abnormal: list) -> int:
+    """Score the sessions with the bundle's centroid baseline; print (and ``--json``) the metrics."""
+    from otel_logbert.errors import UserError
+    from otel_logbert.parsing.semantic import CentroidBaseline, load_index, session_means
+    from otel_logbert.training.metrics import detection_metrics
+
+    index = load_index(bundle.path)
+    if index is None or index.baseline is None:
+        raise UserError(f"{bundle.path}: no semantic.json with a baseline; train on raw logs with --semantic")
+    baseline = CentroidBaseline.from_json(index.baseline)
+    started = time.perf_counter()
+    scores = baseline.score(session_means(normal + abnormal, index.embedding_of()))
+    seconds = time.perf_counter() - started
+    metrics = detection_metrics(scores[: len(normal)], scores[len(normal) :], baseline.threshold)
+    metrics.update({
+        "model": "semantic-centroid", "model_version": f"{bundle.model_version}+{index.encoder}", "runtime": "numpy",
+        "threshold_policy": "static", "normal_file": str(args.normal), "abnormal_file": str(args.abnormal),
+        "scoring_seconds": round(seconds, 3), "sessions_per_second": round(len(scores) / max(seconds, 1e-9), 1),
+    })
+    print(format_table(metrics))
+    if args.json:
+        write_json(args.json, metrics)
     return 0
 
 

@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one model/training parameter (YAML value), repeatable")
     p.add_argument("--no-export", action="store_true", help="skip writing model.onnx")
+    p.add_argument("--semantic", action="store_true",
+                   help="raw log input: also write semantic.json (training template embeddings, min_cosine, "
+                        "the centroid baseline); needs the semantic extra")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -48,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from otel_logbert.training.trainer import save_trained, train_model
 
     data = read_sessions(args.train, session_regex=args.session_regex, masking=args.masking)
+    if args.semantic and data.drain_state is None:
+        raise UserError("--semantic needs raw log lines (--session-regex) or a learn file with its parser state")
     model, vocab, threshold, metadata = train_model(
         args.model, data.sessions, epochs=args.epochs, seed=args.seed, device=args.device,
         config_path=args.config, overrides=parse_overrides(args.set), progress=not args.quiet,
@@ -57,9 +62,16 @@ def run(args: argparse.Namespace) -> int:
     bundle = save_trained(args.out, args.model, model.cpu(), vocab, threshold, metadata, data.drain_state)
     if not args.no_export:
         export_onnx(bundle.path)
+    if args.semantic:
+        from otel_logbert.parsing.semantic import MiniLMEncoder, fit_bundle_index, save_index
+
+        index = fit_bundle_index(data.drain_state, vocab, data.sessions, MiniLMEncoder(),
+                                 val_fraction=metadata["training"]["val_fraction"], seed=args.seed,
+                                 quantile=threshold["quantile"])
+        save_index(bundle.path, index)
     print(json.dumps({
         "bundle": str(bundle.path), "model_version": bundle.model_version, "sessions": len(data.sessions),
         "train_seconds": metadata["train_seconds"], "threshold": threshold["threshold"],
-        "detection": threshold["detection"], "onnx": not args.no_export,
+        "detection": threshold["detection"], "onnx": not args.no_export, "semantic": args.semantic,
     }))
     return 0
