@@ -10,6 +10,8 @@ Layout (file names are constants below):
     metadata.json      training metadata: data, split sizes, epochs, seconds, losses, seed
     weights.safetensors  weights for re-training and export (torch only)
     drain3.json        Drain3 parser state, when trained on raw log lines
+    semantic.json      training template embeddings, min_cosine and the centroid baseline (``train --semantic``;
+                       see ``parsing.semantic``)
     metrics.json       written by ``eval``
     model.onnx         written by ``export``; input ``tokens`` int64 [batch, seq]; outputs
                        ``score`` float32 [batch] and ``evidence`` float32 [batch, seq] (1 = unexpected)
