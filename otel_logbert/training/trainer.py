@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # class of machine and does not oversubscribe the CPU when other work runs beside training.
 THREADS_ENV = "OTEL_LOGBERT_TORCH_THREADS"
 DEFAULT_THREADS = 1
+# Relative margin added to the threshold quantile: the export parity tolerance (see export.py).
+THRESHOLD_MARGIN = 1e-4
 
 
 def _set_epochs(model_name: str, model_cfg: dict, training: dict, epochs: int | None) -> None:
@@ -140,10 +142,15 @@ def train_model(
     scorer = TorchScorer(model, model_name=model_name, model_version="")
     val_scores = np.array([s.score for s in scorer.score([vocab.encode(s) for s in val_sessions])])
     quantile = float(training["threshold_quantile"])
+    value = float(np.quantile(val_scores, quantile))
     threshold = {
-        "threshold": float(np.quantile(val_scores, quantile)),
-        "method": "quantile of normal validation scores",
+        # The margin covers runtime differences (PyTorch here, ONNX Runtime or Triton when serving agree
+        # to PARITY_TOLERANCE): a normal session scoring exactly the quantile is never flagged by noise.
+        "threshold": value + THRESHOLD_MARGIN * max(1.0, abs(value)),
+        "method": "quantile of normal validation scores, plus a margin for runtime differences",
         "quantile": quantile,
+        "quantile_value": value,
+        "margin": THRESHOLD_MARGIN,
         "validation_sessions": len(val_sessions),
         "validation_score_mean": float(val_scores.mean()),
         "validation_score_std": float(val_scores.std()),
