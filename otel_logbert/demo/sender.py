@@ -4,26 +4,22 @@ Each service gets its own ``LoggerProvider`` (its resource carries ``service.nam
 is emitted with the trace and span of its request as its context, so the exported ``LogRecord``s
 carry ``trace_id`` / ``span_id`` like those of a service using the OTel logging bridge.
 
-The providers share one ``BatchLogRecordProcessor`` and one exporter, standing in for the agent or
-Collector that merges the services' streams before the sidecar. The stock OTLP encoder groups a
-batch by resource, which would put all of one service's lines of a request before the next
-service's: the sidecar builds sessions in arrival order, so that regrouping would scramble every
-request that crosses services. ``OrderedOTLPLogExporter`` encodes each run of consecutive records
-of one service as its own ``ResourceLogs`` (valid OTLP), which keeps the emission (time) order.
+The providers share one ``BatchLogRecordProcessor`` and one stock ``OTLPLogExporter``, standing in
+for the agent or Collector that merges the services' streams before the sidecar. The exporter groups
+a batch by resource, so all of one service's lines of a request arrive before the next service's;
+the sidecar puts each session back in timestamp order before scoring it (``sessions.order: time``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -35,23 +31,6 @@ SERVICE_NAMESPACE = "shop"
 SERVICE_VERSION = "1.4.2"
 EXPORT_BATCH = 512
 SCHEDULE_DELAY_MS = 20
-
-
-class OrderedOTLPLogExporter(OTLPLogExporter):
-    """``OTLPLogExporter`` whose requests keep the records in the order they were emitted."""
-
-    def _translate_data(self, data: Sequence[ReadableLogRecord]) -> ExportLogsServiceRequest:
-        request = ExportLogsServiceRequest()
-        run: list[ReadableLogRecord] = []
-        for record in data:
-            if run and (record.resource is not run[-1].resource
-                        or record.instrumentation_scope != run[-1].instrumentation_scope):
-                request.resource_logs.extend(encode_logs(run).resource_logs)
-                run = []
-            run.append(record)
-        if run:
-            request.resource_logs.extend(encode_logs(run).resource_logs)
-        return request
 
 
 @dataclass
@@ -82,7 +61,7 @@ def send_records(records: Iterable[SimRecord], endpoint: str, total: int | None 
     progress bar; give it when ``records`` is a generator."""
     records = list(records) if total is None else records
     n = total if total is not None else len(records)  # type: ignore[arg-type]
-    exporter = OrderedOTLPLogExporter(endpoint=endpoint, insecure=True, timeout=30)
+    exporter = OTLPLogExporter(endpoint=endpoint, insecure=True, timeout=30)
     processor = BatchLogRecordProcessor(
         exporter,
         schedule_delay_millis=SCHEDULE_DELAY_MS,
