@@ -148,6 +148,8 @@ class SpanEmitter:
             except Exception as exc:  # the SDK exporter should not raise; be safe anyway
                 log.warning("span export raised", extra={"error": repr(exc)})
                 result = SpanExportResult.FAILURE
+            if result != SpanExportResult.SUCCESS:
+                log.warning("span export failed; spans lost", extra={"spans": len(batch)})
             self._observe("exported" if result == SpanExportResult.SUCCESS else "failed", len(batch))
 
     def close(self) -> None:
