@@ -3,8 +3,10 @@
 Training loss = MLKP cross-entropy on randomly masked keys + alpha * mean ||h_CLS - c||^2, with the
 center c the mean CLS embedding over the training sessions (recomputed after every epoch).
 Detection (deterministic): every key is predicted once with ``k`` interleaved mask patterns; a key is
-unexpected when it is not in the top-``g`` predictions (UNK keys always are); the session score is the
-number of unexpected keys plus ||h_CLS - c||^2 / radius, where ``g`` and ``radius`` are calibrated on
+unexpected when it is not in the top-``g`` predictions (UNK keys always are). The session score grades
+each key's surprise instead of counting misses: sum over keys of max(0, log((rank + 1) / g)), plus
+||h_CLS - c||^2 / radius. A key ranked just outside the top-g (a rare but normal ordering) adds a
+little, a never-seen key (UNK) adds about log(2^20 / g). ``g`` and ``radius`` are calibrated on
 normal validation sessions (see ``calibrate``).
 """
 
@@ -68,8 +70,10 @@ class LogBERT(nn.Module):
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The exported graph: tokens (B, L) -> score (B,), evidence (B, L) (1.0 = unexpected key)."""
         ranks, distance = self.ranks_and_distance(tokens)
-        unexpected = ((ranks >= self.g) & (tokens != PAD_ID)).to(torch.float32)  # (B, L)
-        score = unexpected.sum(-1) + distance / self.radius  # (B,)
+        real = tokens != PAD_ID
+        unexpected = ((ranks >= self.g) & real).to(torch.float32)  # (B, L)
+        surprise = torch.log((ranks.to(torch.float32) + 1.0) / self.g.to(torch.float32)).clamp_min(0.0)  # (B, L)
+        score = (surprise * real).sum(-1) + distance / self.radius  # (B,)
         return score, unexpected
 
     def calibrate(self, tokens: torch.Tensor) -> dict[str, float]:
