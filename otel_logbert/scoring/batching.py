@@ -49,11 +49,11 @@ def score_sessions(
     The session score is the maximum over its chunks; the evidence is concatenated in order.
     """
     chunks: list[Sequence[int]] = []
-    owner: list[int] = []
-    for index, session in enumerate(sessions):
-        for c in chunk(session, max_len):
-            chunks.append(c)
-            owner.append(index)
+    counts: list[int] = []  # chunks per session, in session order
+    for session in sessions:
+        parts = chunk(session, max_len)
+        chunks.extend(parts)
+        counts.append(len(parts))
     order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
     chunk_scores = np.zeros(len(chunks), dtype=np.float64)
     chunk_flags: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(chunks)
@@ -66,13 +66,10 @@ def score_sessions(
             chunk_flags[i] = evidence[row, : len(chunks[i])] > 0.5
     results: list[SessionScore] = []
     position = 0
-    for index, session in enumerate(sessions):
-        n = len(chunk(session, max_len))
-        parts = range(position, position + n)
-        assert all(owner[p] == index for p in parts)
-        flags = np.concatenate([chunk_flags[p] for p in parts]) if n else np.zeros(0, dtype=bool)
+    for n in counts:  # every session has at least one chunk
+        flags = np.concatenate(chunk_flags[position : position + n])
         results.append(SessionScore(
-            score=float(max(chunk_scores[p] for p in parts)),
+            score=float(chunk_scores[position : position + n].max()),
             unexpected=tuple(bool(f) for f in flags),
         ))
         position += n
