@@ -84,10 +84,9 @@ class LogBERT(nn.Module):
         for every normal validation session.
         """
         ranks, distances = self.ranks_and_distance(tokens)
-        normal_ranks = ranks[tokens != PAD_ID]
         n_keys = self.cfg.vocab_size - FIRST_KEY_ID
-        g = choose_g(ranks, tokens, self.cfg.g_candidates, self.cfg.key_miss_target, n_keys)
+        g, miss_rate = choose_g(ranks, tokens, self.cfg.g_candidates, self.cfg.key_miss_target, n_keys)
         radius = max(float(distances.max()), 1e-6)
         self.g.fill_(g)
         self.radius.fill_(radius)
-        return {"g": g, "radius": radius, "key_miss_rate": float((normal_ranks >= g).float().mean())}
+        return {"g": g, "radius": radius, "key_miss_rate": miss_rate}

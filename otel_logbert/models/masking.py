@@ -60,16 +60,18 @@ def key_ranks(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def choose_g(
     ranks: torch.Tensor, tokens: torch.Tensor, candidates: tuple[int, ...], miss_target: float, n_keys: int
-) -> int:
+) -> tuple[int, float]:
     """Smallest top-g for which at most ``miss_target`` of the normal validation keys fall outside
     the top-g (the largest usable candidate if none does). Normal data only.
 
     ranks, tokens: (N, L) for the validation sessions (chunks), padded with PAD_ID. Candidates are
     capped below ``n_keys`` (the number of real keys): a top-g holding every key flags nothing.
+    Returns (g, the share of normal keys outside the top-g).
     """
     normal_ranks = ranks[tokens != PAD_ID]
     usable = [g for g in candidates if g < n_keys] or [max(1, n_keys - 1)]
     for candidate in usable:
-        if float((normal_ranks >= candidate).float().mean()) <= miss_target:
-            return candidate
-    return usable[-1]
+        miss_rate = float((normal_ranks >= candidate).float().mean())
+        if miss_rate <= miss_target:
+            return candidate, miss_rate
+    return usable[-1], miss_rate
