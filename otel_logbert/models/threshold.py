@@ -59,6 +59,33 @@ def features(mu: float, var: float, last: float, window: np.ndarray, static: flo
     ], dtype=np.float64)
 
 
+class EwmaStats:
+    """The fast layer: EWMA mean and variance (smoothing ``alpha``) of accepted scores, plus the last
+    ``window`` of them."""
+
+    def __init__(self, alpha: float, window: int) -> None:
+        self.alpha = alpha
+        self.window: deque[float] = deque(maxlen=window)
+        self.mu = 0.0
+        self.var = 0.0
+
+    def accept(self, score: float) -> None:
+        if not self.window:
+            self.mu, self.var = score, 0.0
+        else:
+            delta = score - self.mu
+            self.mu += self.alpha * delta
+            self.var = (1 - self.alpha) * (self.var + self.alpha * delta * delta)
+        self.window.append(score)
+
+    @property
+    def sigma(self) -> float:
+        return float(np.sqrt(max(self.var, 0.0)))
+
+    def features(self, static: float) -> np.ndarray:
+        return features(self.mu, self.var, self.window[-1], np.asarray(self.window), static)
+
+
 class DynamicThreshold:
     """Stateful DTPM for one score stream (the sidecar keeps one per session-key group)."""
 
@@ -68,33 +95,19 @@ class DynamicThreshold:
         self._b1 = np.asarray(params.b1)
         self._w2 = np.asarray(params.w2)
         self._b2 = np.asarray(params.b2)
-        self.window: deque[float] = deque(maxlen=params.window)
-        self.mu = 0.0
-        self.var = 0.0
-        self.count = 0
+        self.stats = EwmaStats(params.alpha, params.window)
         for score in params.warmup_scores:
-            self._accept(score)
-
-    def _accept(self, score: float) -> None:
-        if self.count == 0:
-            self.mu, self.var = score, 0.0
-        else:
-            delta = score - self.mu
-            self.mu += self.p.alpha * delta
-            self.var = (1 - self.p.alpha) * (self.var + self.p.alpha * delta * delta)
-        self.window.append(score)
-        self.count += 1
+            self.stats.accept(score)
 
     def current(self) -> float:
         """The threshold for the next score."""
-        if not self.window:
+        if not self.stats.window:
             return self.p.static_threshold
-        x = features(self.mu, self.var, self.window[-1], np.asarray(self.window), self.p.static_threshold)
-        hidden = np.tanh(self._w1 @ x + self._b1)
+        hidden = np.tanh(self._w1 @ self.stats.features(self.p.static_threshold) + self._b1)
         gate_logit, kappa_raw = self._w2 @ hidden + self._b2
         gate = 1.0 / (1.0 + np.exp(-gate_logit))
         kappa = np.logaddexp(0.0, kappa_raw)  # softplus
-        dynamic = self.mu + kappa * np.sqrt(max(self.var, 0.0))
+        dynamic = self.stats.mu + kappa * self.stats.sigma
         return float(gate * dynamic + (1.0 - gate) * self.p.static_threshold)
 
     def update(self, score: float) -> tuple[float, bool]:
@@ -103,7 +116,7 @@ class DynamicThreshold:
         threshold = self.current()
         is_anomaly = score > threshold
         if not is_anomaly:
-            self._accept(score)
+            self.stats.accept(score)
         return threshold, is_anomaly
 
 
@@ -125,13 +138,12 @@ def fit_dtpm(
     xs, ys = [], []
     for _ in range(streams):  # replay the EWMA layer over shuffled normal streams to build features
         stream = rng.permutation(scores)[:length]
-        state = DynamicThreshold(DTPMParams(static_threshold, [[0.0] * N_FEATURES] * HIDDEN, [0.0] * HIDDEN,
-                                            [[0.0] * HIDDEN] * 2, [0.0, 0.0], tau=tau))
+        stats = EwmaStats(ALPHA, WINDOW)
         for score in stream:
-            if state.window:
-                xs.append(features(state.mu, state.var, state.window[-1], np.asarray(state.window), static_threshold))
-                ys.append([score, state.mu, np.sqrt(max(state.var, 0.0))])
-            state._accept(float(score))
+            if stats.window:
+                xs.append(stats.features(static_threshold))
+                ys.append([score, stats.mu, stats.sigma])
+            stats.accept(float(score))
     x = torch.tensor(np.array(xs), dtype=torch.float32)
     y = torch.tensor(np.array(ys), dtype=torch.float32)
     net = torch.nn.Sequential(torch.nn.Linear(N_FEATURES, HIDDEN), torch.nn.Tanh(), torch.nn.Linear(HIDDEN, 2))
