@@ -314,7 +314,7 @@ def sidecar_config(forward_to: str, bundle: Path | None = None, **sections: dict
 async def running_sidecar(config: dict[str, Any], **kwargs: Any) -> AsyncIterator[Any]:
     """A started ``Sidecar`` (``kwargs`` go to its constructor); stopped (flushed) on exit."""
     from otel_logbert.config import config_from_dict
-    from otel_logbert.sidecar import Sidecar
+    from otel_logbert.sidecar.app import Sidecar
 
     sidecar = Sidecar(config_from_dict(config, environ={}), **kwargs)
     await sidecar.start()

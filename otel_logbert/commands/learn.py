@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from otel_logbert.config import load_config
     from otel_logbert.otlp.telemetry import configure_logging
-    from otel_logbert.sidecar import run_sidecar
+    from otel_logbert.sidecar.app import run_sidecar
 
     overrides = overrides_from_args(args) | {"learn.enabled": True, "learn.score": bool(args.score)}
     if args.output:

@@ -39,7 +39,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from otel_logbert.config import load_config
     from otel_logbert.otlp.telemetry import configure_logging
-    from otel_logbert.sidecar import run_sidecar
+    from otel_logbert.sidecar.app import run_sidecar
 
     config = load_config(args.config, overrides=overrides_from_args(args))
     configure_logging(config.telemetry.log_format, args.log_level.upper())

@@ -19,6 +19,8 @@ that passes through two sidecars carries the last one's verdict, never duplicate
 
 from __future__ import annotations
 
+from typing import Any
+
 from otel_logbert.otlp.codec import attributes_bytes
 from otel_logbert.sessions.session import Origin, Session, Verdict
 
@@ -48,6 +50,11 @@ class AttributeNames:
         """True for attribute keys the sidecar writes (and so replaces)."""
         return key == self._template or key.startswith(self._owned_prefix)
 
+    def may_own_any(self, data: bytes) -> bool:
+        """Cheap pre-test on a serialized record: False means it has no attribute the sidecar owns
+        (a substring test on the bytes; True may be a false alarm, ``owns`` decides)."""
+        return self._owned_prefix in data or self._template in data
+
 
 class Annotator:
     """Builds the serialized attribute suffixes appended to forwarded records."""
@@ -56,6 +63,17 @@ class Annotator:
         self.names = names
         self._unexpected = {flag: attributes_bytes([(names.unexpected, flag)]) for flag in (False, True)}
         self._unsessioned: dict[str, bytes] = {}
+
+    def record_bytes(self, record: Any) -> bytes:
+        """The serialized lenient ``LogRecord`` without the attributes the sidecar owns (rarely
+        present, so the record's attributes are walked only when its bytes mention one)."""
+        data = record.SerializeToString()
+        if not self.names.may_own_any(data):
+            return data
+        attributes, owns = record.attributes, self.names.owns
+        for i in reversed([i for i, kv in enumerate(attributes) if owns(kv.key)]):
+            del attributes[i]
+        return record.SerializeToString()
 
     def unsessioned(self, reason: str) -> bytes:
         """Suffix for a record that belongs to no session (cached per reason)."""

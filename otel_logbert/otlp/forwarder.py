@@ -13,9 +13,11 @@ Retry follows the OTLP specification:
   Permanent failures are dropped and counted: retrying them can never succeed (OTLP says so too).
 - Partial success from downstream (``rejected_log_records``) is logged and counted, not retried.
 
-The queue never refuses records: the receivers ask ``has_room`` before accepting a request and push
-back on the sender (see ``otlp.receiver``) while it is full, which is how back-pressure reaches the
-Collector's sending queue.
+The queue never refuses records. Back-pressure is decided before records get here: the pipeline's
+``Admission`` (``sidecar.pipeline``) counts this queue's ``pending_records`` with the scoring queue's
+and refuses whole requests while they exceed ``forward.queue_max_records`` (the receivers answer
+RESOURCE_EXHAUSTED / 503 with a retry hint), which is how back-pressure reaches the Collector's
+sending queue. Delivery is at-least-once: a retry after a timeout can deliver a batch twice.
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ import gzip
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -36,7 +36,8 @@ import grpc.aio
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
-from otel_logbert.config import ForwardConfig, RetryConfig
+from otel_logbert.batcher import Batcher
+from otel_logbert.config import ForwardConfig
 from otel_logbert.otlp.codec import (
     LOGS_EXPORT_METHOD,
     request_bytes,
@@ -50,6 +51,7 @@ from otel_logbert.otlp.retry import (
     parse_retry_after,
     retry_info_delay,
 )
+from otel_logbert.otlp.telemetry import Metrics
 from otel_logbert.sessions.session import Origin
 
 log = logging.getLogger(__name__)
@@ -218,152 +220,90 @@ def build_request(items: list[Item]) -> bytes:
     return request_bytes(out)
 
 
-# (outcome, records, seconds) after each export attempt: ok | retry | dropped | rejected
-Observe = Callable[[str, int, float], None]
-
-
 class Forwarder:
-    def __init__(
-        self,
-        exporter: LogsExporter,
-        *,
-        queue_max_records: int = 200_000,
-        batch_max_records: int = 8192,
-        max_in_flight: int = 2,
-        timeout_s: float = 10.0,
-        retry: RetryConfig | None = None,
-        observe: Observe | None = None,
-        on_latency: Callable[[float], None] | None = None,
-    ) -> None:
-        """``observe`` is told about every attempt; ``on_latency`` gets, after each delivery, the
-        seconds from ready to acknowledged, once per ``Mark`` (i.e. per session)."""
+    """The forward queue: records in (``put``), OTLP export requests out, with the retry rules above.
+
+    Records the forwarding metrics itself (``records_forwarded``, ``forward_retries``,
+    ``records_dropped``, ``forward_latency``: from ready to acknowledged, once per ``Mark``).
+    ``pending_records`` (queued or being exported) is what the pipeline's back-pressure counts.
+    """
+
+    def __init__(self, exporter: LogsExporter, config: ForwardConfig, metrics: Metrics) -> None:
+        """Raises ``ValueError`` for a ``batch_max_records`` or ``max_in_flight`` below 1."""
         self.exporter = exporter
-        self.queue_max_records = queue_max_records
-        self.batch_max_records = batch_max_records
-        self.max_in_flight = max_in_flight
-        self.timeout_s = timeout_s
-        self.retry = retry or RetryConfig()
-        self.observe = observe
-        self.on_latency = on_latency
-        self._queue: deque[Item] = deque()
-        self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.in_flight_records = 0
+        self.config = config
+        self.metrics = metrics
         self.last_error = ""
         self._stopping = asyncio.Event()
+        self._batcher: Batcher[Item] = Batcher(
+            self._send, max_batch=config.batch_max_records, max_in_flight=config.max_in_flight
+        )
 
     @property
-    def pending(self) -> int:
+    def pending_records(self) -> int:
         """Records queued or being exported."""
-        return len(self._queue) + self.in_flight_records
-
-    def has_room(self, records: int) -> bool:
-        """True when ``records`` more fit under ``queue_max_records`` (always true when empty, so a
-        request larger than the whole queue is not refused forever)."""
-        pending = self.pending
-        return pending == 0 or pending + records <= self.queue_max_records
+        return self._batcher.pending
 
     def put(self, items: list[Item]) -> None:
         """Queue records for export (never blocks, never refuses)."""
-        if items:
-            self._queue.extend(items)
-            self._wakeup.set()
+        self._batcher.put(items)
 
     async def run(self) -> None:
         """Export batches forever (until cancelled)."""
-        while True:
-            await self._wakeup.wait()
-            await self._slots.acquire()
-            if not self._queue:
-                self._slots.release()
-                self._wakeup.clear()
-                continue
-            self._start(self._take())
+        await self._batcher.run()
 
     async def drain(self, timeout_s: float) -> int:
-        """Export everything queued, waiting up to ``timeout_s``; returns the records left undelivered."""
-        deadline = time.monotonic() + timeout_s
-        while self._queue and time.monotonic() < deadline:
-            try:
-                await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                break
-            self._start(self._take())
-        remaining = deadline - time.monotonic()
-        if self._tasks and remaining > 0:
-            await asyncio.wait(self._tasks, timeout=remaining)
+        """Export everything queued, waiting up to ``timeout_s``; returns the records left undelivered
+        (retry loops still waiting are stopped)."""
+        await self._batcher.drain(timeout_s)
         self._stopping.set()  # retry loops give up at their next wake-up
-        left = self.pending
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        left = self.pending_records
+        await self._batcher.cancel()
         return left
 
     async def close(self) -> None:
         await self.exporter.close()
 
-    def _take(self) -> list[Item]:
-        queue = self._queue
-        return [queue.popleft() for _ in range(min(self.batch_max_records, len(queue)))]
-
-    def _start(self, batch: list[Item]) -> None:
-        self.in_flight_records += len(batch)
-        task = asyncio.create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _send(self, batch: list[Item]) -> None:
-        try:
-            body = build_request(batch)
-            started = time.monotonic()
-            backoff = Backoff(self.retry.initial_backoff_s, self.retry.max_backoff_s)
-            while True:
-                attempt_started = time.perf_counter()
-                outcome = await self.exporter.export(body, self.timeout_s)
-                took = time.perf_counter() - attempt_started
-                if outcome.ok:
-                    self.last_error = ""
-                    if self.on_latency is not None:
-                        now = time.monotonic()
-                        for mark in {id(item[3]): item[3] for item in batch}.values():
-                            self.on_latency(now - mark.at)
-                    self._observe("ok", len(batch) - outcome.rejected, took)
-                    if outcome.rejected:
-                        log.warning(
-                            "downstream rejected records (partial success)",
-                            extra={"rejected": outcome.rejected, "error": outcome.message},
-                        )
-                        self._observe("rejected", outcome.rejected, 0.0)
-                    return
-                self.last_error = outcome.message
-                elapsed = time.monotonic() - started
-                max_elapsed = self.retry.max_elapsed_s
-                if not outcome.retryable or (max_elapsed and elapsed >= max_elapsed):
-                    why = (
-                        "permanent error" if not outcome.retryable else f"still failing after {elapsed:.0f}s"
-                    )
-                    log.error(
-                        "forwarding failed; records dropped",
-                        extra={"records": len(batch), "why": why, "error": outcome.message},
-                    )
-                    self._observe("dropped", len(batch), took)
-                    return
-                delay = backoff.next(outcome.retry_after_s)
-                log.warning(
-                    "forwarding failed; will retry",
-                    extra={"records": len(batch), "retry_in_s": round(delay, 3), "error": outcome.message},
+        body = build_request(batch)
+        started = time.monotonic()
+        retry, metrics = self.config.retry, self.metrics
+        backoff = Backoff(retry.initial_backoff_s, retry.max_backoff_s)
+        while True:
+            outcome = await self.exporter.export(body, self.config.timeout_s)
+            if outcome.ok:
+                self._delivered(batch, outcome)
+                return
+            self.last_error = outcome.message
+            elapsed = time.monotonic() - started
+            if not outcome.retryable or (retry.max_elapsed_s and elapsed >= retry.max_elapsed_s):
+                why = "permanent error" if not outcome.retryable else f"still failing after {elapsed:.0f}s"
+                log.error(
+                    "forwarding failed; records dropped",
+                    extra={"records": len(batch), "why": why, "error": outcome.message},
                 )
-                self._observe("retry", len(batch), took)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                if self._stopping.is_set():
-                    return
-        finally:
-            self.in_flight_records -= len(batch)
-            self._slots.release()
+                metrics.records_dropped.add(len(batch), {"reason": "dropped"})
+                return
+            delay = backoff.next(outcome.retry_after_s)
+            log.warning(
+                "forwarding failed; will retry",
+                extra={"records": len(batch), "retry_in_s": round(delay, 3), "error": outcome.message},
+            )
+            metrics.forward_retries.add(1)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return
 
-    def _observe(self, outcome: str, records: int, seconds: float) -> None:
-        if self.observe is not None:
-            self.observe(outcome, records, seconds)
+    def _delivered(self, batch: list[Item], outcome: ExportOutcome) -> None:
+        self.last_error = ""
+        now = time.monotonic()
+        for mark in {id(item[3]): item[3] for item in batch}.values():
+            self.metrics.forward_latency.record(now - mark.at)
+        self.metrics.records_forwarded.add(len(batch) - outcome.rejected)
+        if outcome.rejected:
+            log.warning(
+                "downstream rejected records (partial success)",
+                extra={"rejected": outcome.rejected, "error": outcome.message},
+            )
+            self.metrics.records_dropped.add(outcome.rejected, {"reason": "rejected"})

@@ -19,7 +19,6 @@ The sidecar never rejects part of a request, so responses carry no ``partial_suc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -30,6 +29,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
+from otel_logbert.config import GrpcReceiverConfig, HttpReceiverConfig
 from otel_logbert.otlp.codec import (
     LOGS_SERVICE,
     MalformedRequest,
@@ -38,6 +38,7 @@ from otel_logbert.otlp.codec import (
     encode_json_response,
 )
 from otel_logbert.otlp.retry import retry_info_trailer
+from otel_logbert.otlp.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -64,31 +65,41 @@ class Intake(Protocol):
         ...
 
 
-# Called once per refused request with (protocol, reason) for metrics.
-OnRefused = Callable[[str, str], None]
-
-
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     host, _, port = endpoint.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-class GrpcReceiver:
-    def __init__(
-        self, intake: Intake, endpoint: str, max_message_bytes: int, on_refused: OnRefused | None = None
-    ) -> None:
+class Receiver:
+    """What both receivers share: the intake they hand requests to, where they listen, the largest
+    request they take, and counting refused requests (``requests_refused``, by protocol and reason)."""
+
+    protocol = ""
+
+    def __init__(self, intake: Intake, endpoint: str, max_bytes: int, metrics: Metrics) -> None:
         self.intake = intake
         self.endpoint = endpoint
-        self.max_message_bytes = max_message_bytes
-        self.on_refused = on_refused
-        self.port = 0
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+        self.port = 0  # the bound port once started
+
+    def _refused(self, reason: str) -> None:
+        self.metrics.requests_refused.add(1, {"protocol": self.protocol, "reason": reason})
+
+
+class GrpcReceiver(Receiver):
+    protocol = "grpc"
+
+    def __init__(self, intake: Intake, config: GrpcReceiverConfig, metrics: Metrics) -> None:
+        assert config.endpoint is not None
+        super().__init__(intake, config.endpoint, config.max_message_bytes, metrics)
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
         """Listen; raises ``OSError`` when the port cannot be bound."""
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_receive_message_length", self.max_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
             ]
@@ -130,25 +141,18 @@ class GrpcReceiver:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return EMPTY_RESPONSE_BYTES
 
-    def _refused(self, reason: str) -> None:
-        if self.on_refused is not None:
-            self.on_refused("grpc", reason)
 
+class HttpReceiver(Receiver):
+    protocol = "http"
 
-class HttpReceiver:
-    def __init__(
-        self, intake: Intake, endpoint: str, max_body_bytes: int, on_refused: OnRefused | None = None
-    ) -> None:
-        self.intake = intake
-        self.endpoint = endpoint
-        self.max_body_bytes = max_body_bytes
-        self.on_refused = on_refused
-        self.port = 0
+    def __init__(self, intake: Intake, config: HttpReceiverConfig, metrics: Metrics) -> None:
+        assert config.endpoint is not None
+        super().__init__(intake, config.endpoint, config.max_body_bytes, metrics)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         """Listen; raises ``OSError`` when the port cannot be bound."""
-        app = web.Application(client_max_size=self.max_body_bytes)
+        app = web.Application(client_max_size=self.max_bytes)
         app.router.add_post("/v1/logs", self._export)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -181,10 +185,10 @@ class HttpReceiver:
                 "unsupported_media",
             )
         length = request.content_length
-        if length is not None and length > self.max_body_bytes:
+        if length is not None and length > self.max_bytes:
             return self._error(
                 413,
-                f"request body of {length} bytes exceeds {self.max_body_bytes}",
+                f"request body of {length} bytes exceeds {self.max_bytes}",
                 content_type,
                 "too_large",
             )
@@ -192,7 +196,7 @@ class HttpReceiver:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._error(
-                413, f"request body exceeds {self.max_body_bytes} bytes", content_type, "too_large"
+                413, f"request body exceeds {self.max_bytes} bytes", content_type, "too_large"
             )
         try:
             decoded = decode_protobuf(body) if content_type == PROTOBUF else decode_json(body)
@@ -209,8 +213,7 @@ class HttpReceiver:
     def _error(
         self, status: int, message: str, content_type: str, reason: str, retry_after: float | None = None
     ) -> web.Response:
-        if self.on_refused is not None:
-            self.on_refused("http", reason)
+        self._refused(reason)
         body_status = status_pb2.Status(code=_GRPC_EQUIVALENT.get(status, 2), message=message)
         if content_type == JSON:
             body = json_format.MessageToJson(body_status, indent=None).encode()

@@ -7,9 +7,9 @@ first/last record timestamps, resource ``service.name = otel-logbert``.
 It carries the verdict attributes and one event ``log.anomaly`` with score, threshold, is_anomaly,
 model and the templates of the unexpected keys, so a trace viewer shows the verdict in the trace.
 
-Spans are exported by opentelemetry-sdk's OTLP span exporter (gRPC or HTTP) from a worker thread, in
-batches. Spans are derived data: when the exporter cannot keep up, the oldest queued spans are
-dropped and counted (log records are never dropped for them).
+Spans are exported by opentelemetry-sdk's OTLP span exporter (gRPC or HTTP) through the SDK's
+``BatchSpanProcessor`` (a worker thread, batches). Spans are derived data: when the exporter cannot
+keep up, the oldest queued spans are dropped and counted (log records are never dropped for them).
 """
 
 from __future__ import annotations
@@ -18,18 +18,17 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from otel_logbert import __version__
 from otel_logbert.otlp.annotate import AttributeNames
+from otel_logbert.otlp.telemetry import Metrics
 from otel_logbert.sessions.session import Session, Verdict
 
 log = logging.getLogger(__name__)
@@ -37,6 +36,9 @@ log = logging.getLogger(__name__)
 SPAN_NAME = "log.anomaly.session"
 EVENT_NAME = "log.anomaly"
 MAX_UNEXPECTED_TEMPLATES = 32
+MAX_QUEUED_SPANS = 20_000
+SPAN_BATCH_SIZE = 512
+SPAN_EXPORT_INTERVAL_S = 0.2
 RESOURCE = Resource.create({"service.name": "otel-logbert", "service.version": __version__})
 SCOPE = InstrumentationScope("otel_logbert.sidecar", __version__)
 
@@ -105,60 +107,66 @@ def unexpected_templates(session: Session, verdict: Verdict, template_of: Callab
     return list(seen)
 
 
-# (outcome, spans) after each export: exported | failed | dropped
-Observe = Callable[[str, int], None]
-
-
 class SpanEmitter:
+    """Exports ``log.anomaly.session`` spans with opentelemetry-sdk's ``BatchSpanProcessor`` (its
+    worker thread, queue and batching). Counts exported and failed spans in ``spans``
+    (``outcome``); spans dropped because the queue was full are counted by the SDK's own
+    ``otel.sdk.processor.span.processed`` metric (``error.type = queue_full``) on the same provider."""
+
     def __init__(
         self,
         exporter: SpanExporter,
+        metrics: Metrics,
         *,
-        max_queue: int = 20_000,
-        batch_size: int = 512,
-        interval_s: float = 0.2,
-        observe: Observe | None = None,
+        max_queue: int = MAX_QUEUED_SPANS,
+        batch_size: int = SPAN_BATCH_SIZE,
+        interval_s: float = SPAN_EXPORT_INTERVAL_S,
     ) -> None:
-        self.exporter = exporter
-        self.max_queue = max_queue
-        self.batch_size = batch_size
-        self.interval_s = interval_s
-        self.observe = observe
-        self._queue: deque[ReadableSpan] = deque()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="spans")
+        self._processor = BatchSpanProcessor(
+            _CountingExporter(exporter, metrics),
+            max_queue_size=max_queue,
+            schedule_delay_millis=interval_s * 1000,
+            max_export_batch_size=batch_size,
+            meter_provider=metrics.provider,
+        )
 
     def emit(self, span: ReadableSpan) -> None:
-        if len(self._queue) >= self.max_queue:
-            self._queue.popleft()
-            self._observe("dropped", 1)
-        self._queue.append(span)
-
-    async def run(self) -> None:
-        """Export queued spans every ``interval_s`` (until cancelled)."""
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.flush()
+        """Queue one span (never blocks; drops the oldest queued span when full)."""
+        self._processor.on_end(span)
 
     async def flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-            try:
-                result = await loop.run_in_executor(self._executor, self.exporter.export, batch)
-            except Exception as exc:  # the SDK exporter should not raise; be safe anyway
-                log.warning("span export raised", extra={"error": repr(exc)})
-                result = SpanExportResult.FAILURE
-            if result != SpanExportResult.SUCCESS:
-                log.warning("span export failed; spans lost", extra={"spans": len(batch)})
-            self._observe("exported" if result == SpanExportResult.SUCCESS else "failed", len(batch))
+        """Export everything queued (in a worker thread, so the event loop keeps running)."""
+        await asyncio.to_thread(self._processor.force_flush)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        """Export what is left and shut the exporter down (blocking)."""
+        self._processor.shutdown()
+
+
+class _CountingExporter(SpanExporter):
+    """Counts and logs each export's outcome, then hands the batch to the real exporter."""
+
+    def __init__(self, exporter: SpanExporter, metrics: Metrics) -> None:
+        self.exporter = exporter
+        self.metrics = metrics
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.exporter.export(spans)
+        except Exception as exc:  # the SDK exporter should not raise; be safe anyway
+            log.warning("span export raised", extra={"error": repr(exc)})
+            result = SpanExportResult.FAILURE
+        if result != SpanExportResult.SUCCESS:
+            log.warning("span export failed; spans lost", extra={"spans": len(spans)})
+        outcome = "exported" if result == SpanExportResult.SUCCESS else "failed"
+        self.metrics.spans.add(len(spans), {"outcome": outcome})
+        return result
+
+    def shutdown(self) -> None:
         self.exporter.shutdown()
 
-    def _observe(self, outcome: str, spans: int) -> None:
-        if self.observe is not None:
-            self.observe(outcome, spans)
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
 
 
 def build_span_exporter(

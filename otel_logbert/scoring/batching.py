@@ -41,12 +41,33 @@ def pad_batch(chunks: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
     return tokens
 
 
+def length_class(length: int, max_len: int) -> int:
+    """Power-of-two length class (at least 8, at most ``max_len``) that batches never straddle."""
+    return min(max_len, 1 << max(3, (max(length, 1) - 1).bit_length()))
+
+
+def _batches(order: list[int], classes: list[int], batch_size: int) -> list[list[int]]:
+    """Cut ``order`` (chunk ids sorted by length) into batches of one length class each."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) >= batch_size or classes[i] != classes[current[0]]):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
 def score_sessions(
     sessions: Sequence[Sequence[int]], score_batch: BatchFn, max_len: int, batch_size: int
 ) -> list[SessionScore]:
-    """Score sessions through ``score_batch``: chunk, sort by length, pad per batch, merge.
+    """Score sessions through ``score_batch``: chunk, sort by length, batch, pad per batch, merge.
 
-    The session score is the maximum over its chunks; the evidence is concatenated in order.
+    A batch holds at most ``batch_size`` chunks of one power-of-two length class (``length_class``),
+    so a few long sessions never pad a batch of short ones. The session score is the maximum over
+    its chunks; the evidence is concatenated in order.
     """
     chunks: list[Sequence[int]] = []
     counts: list[int] = []  # chunks per session, in session order
@@ -57,8 +78,7 @@ def score_sessions(
     order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
     chunk_scores = np.zeros(len(chunks), dtype=np.float64)
     chunk_flags: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(chunks)
-    for start in range(0, len(order), batch_size):
-        ids = order[start : start + batch_size]
+    for ids in _batches(order, [length_class(len(c), max_len) for c in chunks], batch_size):
         tokens = pad_batch([chunks[i] for i in ids], max_len)
         scores, evidence = score_batch(tokens)
         for row, i in enumerate(ids):

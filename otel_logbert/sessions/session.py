@@ -12,6 +12,8 @@ from array import array
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+NO_SPAN_ID = b"\x00" * 8
+
 
 class Origin:
     """The resource and instrumentation scope a record was sent under (serialized), so forwarded
@@ -134,12 +136,73 @@ class Session:
         self.trace_id: bytes = b""
         self.span_id: bytes = b""
         # the lead record's (first to arrive, or the earliest when ordering by time) time, service,
-        # trace and span id: set by the sidecar as records arrive
+        # trace and span id: kept by ``append``
         self.first_ts = 0  # unix nanos (0 = unknown)
         self.last_ts = 0
         self.service = ""
         self.closed_by = ""
         self.closed_at = 0.0
+
+    def append(
+        self,
+        log_key: str,
+        record: Record | None,
+        now: float,
+        ts: int,
+        by_time: bool,
+        trace_id: bytes = b"",
+        span_id: bytes = b"",
+    ) -> None:
+        """Add one log key (and ``record`` when this session owns it) at monotonic time ``now``.
+
+        ``ts``: the record's timestamp in unix nanos (0 = unknown); with ``by_time`` it is kept per
+        key (an untimed key takes the timestamp of the key before it, so it stays where it arrived).
+        An owned record may become the lead record: the first to arrive or, with ``by_time``, the
+        earliest timed one; its service (from its origin), trace id and span id are the session's.
+        A session whose lead has no span id takes the first span id that arrives.
+        """
+        self.last = now
+        if by_time:
+            times = self.times
+            key_ts = ts
+            if times:
+                if not ts:
+                    key_ts = times[-1]
+                elif ts < times[-1]:
+                    self.in_order = False
+            times.append(key_ts)
+        if record is not None:
+            record.pos = len(self.keys)
+            self.records.append(record)
+            has_span = bool(span_id) and span_id != NO_SPAN_ID
+            if len(self.records) == 1 or (by_time and 0 < ts < self.first_ts):
+                self.first_ts = ts
+                self.service = record.origin.service
+                self.trace_id = trace_id
+                if has_span:
+                    self.span_id = span_id
+            elif not self.span_id and has_span:
+                self.span_id = span_id
+            if ts > self.last_ts:
+                self.last_ts = ts
+        self.keys.append(log_key)
+
+    def close(self, reason: str, now: float, by_time: bool) -> None:
+        """Mark the session closed (``closed_by``: inactivity, max_length, max_age, memory_cap or
+        shutdown) and, with ``by_time``, put it in timestamp order."""
+        if by_time:
+            self.order_by_time()
+        self.closed_by = reason
+        self.closed_at = now
+
+    def name(self, label: str) -> None:
+        """Set the session key's text (hex trace id, attribute values...) used in ``id``."""
+        self.label = label
+
+    def take_records(self) -> list[Record]:
+        """Hand over the records (to the forward queue); the session keeps its keys only."""
+        records, self.records = self.records, []
+        return records
 
     @property
     def id(self) -> str:

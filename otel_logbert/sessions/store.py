@@ -27,35 +27,24 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Hashable
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable
 
+from otel_logbert.config import SESSION_ORDERS, SessionsConfig
 from otel_logbert.sessions.session import Record, Session
 
-ORDER_TIME = "time"
-ORDER_ARRIVAL = "arrival"
-ORDERS = (ORDER_TIME, ORDER_ARRIVAL)
-
-
-@dataclass(frozen=True)
-class SessionLimits:
-    inactivity_timeout_s: float = 5.0
-    max_length: int = 512
-    max_age_s: float = 60.0
-    max_open_sessions: int = 200_000
-    max_buffered_records: int = 2_000_000
+Placement = tuple[Hashable, bool]  # (session key, whether that session owns the record)
 
 
 class SessionStore:
-    """Open sessions keyed by any hashable (the sidecar uses ``(lane, session key)``)."""
+    """Open sessions keyed by any hashable (the sidecar uses ``(lane, session key)``), closed by the
+    limits of ``config`` (``sessions.*``: inactivity, length, age, memory caps, order)."""
 
-    def __init__(self, limits: SessionLimits, order: str = ORDER_TIME) -> None:
-        """``order``: ``"time"`` or ``"arrival"`` (see the module docstring); raises ``ValueError``
-        for anything else."""
-        if order not in ORDERS:
-            raise ValueError(f"session order must be one of {ORDERS}, got {order!r}")
-        self.limits = limits
-        self.by_time = order == ORDER_TIME
+    def __init__(self, config: SessionsConfig) -> None:
+        """Raises ``ValueError`` for an ``order`` other than ``time`` or ``arrival``."""
+        if config.order not in SESSION_ORDERS:
+            raise ValueError(f"session order must be one of {SESSION_ORDERS}, got {config.order!r}")
+        self.config = config
+        self.by_time = config.order == "time"
         self._by_activity: OrderedDict[Hashable, Session] = OrderedDict()
         self._by_age: OrderedDict[Hashable, Session] = OrderedDict()
         self._serial = itertools.count(1)
@@ -64,17 +53,44 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._by_age)
 
-    def get(self, key: Hashable) -> Session | None:
-        return self._by_age.get(key)
+    def place(
+        self,
+        placements: Iterable[Placement],
+        lane: int,
+        log_key: str,
+        record: Record,
+        ts: int,
+        now: float,
+        closed: list[Session],
+        trace_id: bytes = b"",
+        span_id: bytes = b"",
+    ) -> None:
+        """Add one record's ``log_key`` to the session ``(lane, key)`` of every placement (``record``
+        itself to the one that owns it, with its ``trace_id``/``span_id`` for the lead-record
+        bookkeeping); sessions never mix lanes. ``ts``:
+        its timestamp in unix nanos (0 = unknown). A session this fills to ``max_length`` is closed
+        and appended to ``closed``."""
+        for key, owns_record in placements:
+            owned = record if owns_record else None
+            _, full = self.add((lane, key), lane, log_key, owned, now, ts, trace_id, span_id)
+            if full is not None:
+                closed.append(full)
 
     def add(
-        self, key: Hashable, lane: int, log_key: str, record: Record | None, now: float, ts: int = 0
+        self,
+        key: Hashable,
+        lane: int,
+        log_key: str,
+        record: Record | None,
+        now: float,
+        ts: int = 0,
+        trace_id: bytes = b"",
+        span_id: bytes = b"",
     ) -> tuple[Session, Session | None]:
         """Append ``log_key`` (and ``record``, if this session owns it) to the session of ``key``,
-        opening one if needed. ``ts``: the record's timestamp in unix nanos (0 = unknown), used when
-        ordering by time. Returns ``(session, closed)``: ``closed`` is the session when this append
-        filled it to ``max_length`` (it is then no longer in the store, already in order), else
-        None."""
+        opening one if needed. Returns ``(session, closed)``: ``closed`` is the session when this
+        append filled it to ``max_length`` (it is then no longer in the store, already in order),
+        else None."""
         session = self._by_activity.get(key)
         if session is None:
             session = Session(key, next(self._serial), lane, now)
@@ -82,21 +98,9 @@ class SessionStore:
             self._by_age[key] = session
         else:
             self._by_activity.move_to_end(key)
-        session.last = now
-        if record is not None:
-            record.pos = len(session.keys)
-            session.records.append(record)
-        session.keys.append(log_key)
-        if self.by_time:
-            times = session.times
-            if times:
-                if not ts:
-                    ts = times[-1]  # untimed: stays after the key that arrived before it
-                elif ts < times[-1]:
-                    session.in_order = False
-            times.append(ts)
+        session.append(log_key, record, now, ts, self.by_time, trace_id, span_id)
         self.buffered += 1
-        if len(session.keys) >= self.limits.max_length:
+        if len(session.keys) >= self.config.max_length:
             self._remove(key, session, "max_length", now)
             return session, session
         return session, None
@@ -104,14 +108,14 @@ class SessionStore:
     def expire(self, now: float) -> list[Session]:
         """Close the sessions whose inactivity timeout or max age has passed."""
         closed: list[Session] = []
-        idle_before = now - self.limits.inactivity_timeout_s
+        idle_before = now - self.config.inactivity_timeout_s
         while self._by_activity:
             key, session = next(iter(self._by_activity.items()))
             if session.last > idle_before:
                 break
             self._remove(key, session, "inactivity", now)
             closed.append(session)
-        born_before = now - self.limits.max_age_s
+        born_before = now - self.config.max_age_s
         while self._by_age:
             key, session = next(iter(self._by_age.items()))
             if session.opened > born_before:
@@ -123,9 +127,9 @@ class SessionStore:
     def enforce_limits(self, now: float) -> list[Session]:
         """Close the oldest-opened sessions until both memory caps hold."""
         closed: list[Session] = []
-        limits = self.limits
+        config = self.config
         while self._by_age and (
-            len(self._by_age) > limits.max_open_sessions or self.buffered > limits.max_buffered_records
+            len(self._by_age) > config.max_open_sessions or self.buffered > config.max_buffered_records
         ):
             key, session = next(iter(self._by_age.items()))
             self._remove(key, session, "memory_cap", now)
@@ -139,19 +143,8 @@ class SessionStore:
             self._remove(key, session, reason, now)
         return [session for _, session in closed]
 
-    def next_deadline(self) -> float | None:
-        """The monotonic time at which ``expire`` would next close something (None: nothing open)."""
-        if not self._by_age:
-            return None
-        idle = next(iter(self._by_activity.values())).last + self.limits.inactivity_timeout_s
-        aged = next(iter(self._by_age.values())).opened + self.limits.max_age_s
-        return min(idle, aged)
-
     def _remove(self, key: Hashable, session: Session, reason: str, now: float) -> None:
         del self._by_activity[key]
         del self._by_age[key]
         self.buffered -= len(session.keys)
-        if self.by_time:
-            session.order_by_time()
-        session.closed_by = reason
-        session.closed_at = now
+        session.close(reason, now, self.by_time)

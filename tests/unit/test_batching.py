@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from otel_logbert.scoring.batching import LENGTH_BUCKET, bucket_length, chunk, pad_batch, score_sessions
+from otel_logbert.scoring.batching import (
+    LENGTH_BUCKET,
+    bucket_length,
+    chunk,
+    length_class,
+    pad_batch,
+    score_sessions,
+)
 
 
 def fake_model(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,3 +45,20 @@ def test_padding_is_bucketed():
     tokens = pad_batch([[5, 6, 7], [5]], max_len=128)
     assert tokens.shape == (2, LENGTH_BUCKET) and tokens[1, 1:].sum() == 0
     assert bucket_length(9, 128) == 16 and bucket_length(200, 128) == 128
+
+
+def test_batches_never_straddle_a_length_class():
+    """A few long sessions never pad a batch of short ones (eval, bench, Triton and the sidecar
+    all batch through ``score_sessions``)."""
+    widths: list[int] = []
+
+    def record(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        widths.append(tokens.shape[1])
+        return tokens.sum(axis=1).astype(np.float64), np.zeros(tokens.shape)
+
+    sessions = [[1] * 3, [1] * 100, [1] * 4, [1] * 20, [1] * 5]
+    results = score_sessions(sessions, record, max_len=64, batch_size=256)
+    # classes: 3, 4, 5 -> 8; 20 -> 32 (padded to 24); 100 -> chunks of 64 and 36, both class 64
+    assert sorted(widths) == [8, 24, 64]
+    assert [r.score for r in results] == [3, 64, 4, 20, 5]
+    assert length_class(3, 64) == 8 and length_class(20, 64) == 32 and length_class(100, 64) == 64

@@ -21,8 +21,9 @@ from otel_logbert.bundle import VOCAB_FILE, load_bundle
 from otel_logbert.config import config_from_dict
 from otel_logbert.errors import UserError
 from otel_logbert.parsing.vocabulary import UNK_ID
-from otel_logbert.sessions import lanes
-from otel_logbert.sessions.lanes import Lane, build_router
+from otel_logbert.sidecar import wiring
+from otel_logbert.sidecar.lanes import Lane
+from otel_logbert.sidecar.wiring import build_router
 from tests.conftest import NORMAL_MESSAGES, OtlpSink, running_sidecar, sidecar_config
 
 REWORDED = "Receiving new block blk_9 src: /10.0.0.1:5000 dest: /10.0.0.2:50010"  # NORMAL_MESSAGES[0], reworded
@@ -39,8 +40,8 @@ def scores(lane: Lane, *sessions: list[str]) -> list[float]:
 
 @pytest.fixture
 def fake_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Lanes build their mapper's encoder from ``lanes.MiniLMEncoder``: a bag-of-words stand-in here."""
-    monkeypatch.setattr(lanes, "MiniLMEncoder", BagOfWordsEncoder)
+    """Lanes build their mapper's encoder from ``wiring.MiniLMEncoder``: a bag-of-words stand-in here."""
+    monkeypatch.setattr(wiring, "MiniLMEncoder", BagOfWordsEncoder)
 
 
 def test_a_generalised_training_template_keeps_its_key_and_token_id(rule_bundle: Path) -> None:
@@ -122,7 +123,7 @@ def test_semantic_mapping_needs_a_raw_log_bundle_and_the_encoder(rule_bundle: Pa
             (bare / f.name).write_bytes(f.read_bytes())
     with pytest.raises(UserError, match="no drain3.json"):
         router_for(bare, semantic_mapping={"enabled": True})
-    monkeypatch.setattr(lanes.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(wiring.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match=r"otel-logbert\[semantic\]"):
         router_for(rule_bundle, semantic_mapping={"enabled": True})
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from otel_logbert.config import SessionsConfig
 from otel_logbert.sessions.session import Origin, Record
-from otel_logbert.sessions.store import SessionLimits, SessionStore
+from otel_logbert.sessions.store import SessionStore
 
 ORIGIN = Origin(None, b"", None, b"", "svc")
 
@@ -15,16 +16,16 @@ def record(n: int = 0) -> Record:
 
 
 def store(**limits: float) -> SessionStore:
-    return SessionStore(SessionLimits(**limits))  # type: ignore[arg-type]
+    return SessionStore(SessionsConfig(**limits))  # type: ignore[arg-type]
 
 
 def test_records_join_their_key_in_order_with_positions() -> None:
     s = store()
+    opened = {}
     for i, key in enumerate(["a", "b", "a"]):
-        s.add(key, 0, f"k{i}", record(i), now=0.0)
+        opened[key], _ = s.add(key, 0, f"k{i}", record(i), now=0.0)
     assert len(s) == 2 and s.buffered == 3
-    session = s.get("a")
-    assert session is not None
+    session = opened["a"]
     assert session.keys == ["k0", "k2"]
     assert [r.data for r in session.records] == [b"r0", b"r2"]
     assert [r.pos for r in session.records] == [0, 1]
@@ -80,12 +81,10 @@ def test_memory_cap_on_buffered_records() -> None:
     assert [c.key for c in closed] == ["a"] and s.buffered == 2
 
 
-def test_close_all_and_next_deadline() -> None:
+def test_close_all_closes_oldest_first() -> None:
     s = store(inactivity_timeout_s=5, max_age_s=7)
-    assert s.next_deadline() is None
     s.add("a", 0, "k", record(), 1.0)
     s.add("b", 0, "k", record(), 2.0)
-    assert s.next_deadline() == 6.0
     closed = s.close_all(3.0)
     assert [c.key for c in closed] == ["a", "b"] and {c.closed_by for c in closed} == {"shutdown"}
     assert len(s) == 0 and s.buffered == 0
@@ -94,9 +93,8 @@ def test_close_all_and_next_deadline() -> None:
 def test_key_only_entries_count_but_hold_no_record() -> None:
     s = store()
     s.add("w", 0, "k1", None, 0.0)
-    s.add("w", 0, "k2", record(), 0.0)
-    session = s.get("w")
-    assert session is not None and session.keys == ["k1", "k2"]
+    session, _ = s.add("w", 0, "k2", record(), 0.0)
+    assert session.keys == ["k1", "k2"]
     assert len(session.records) == 1 and session.records[0].pos == 1
 
 
@@ -135,7 +133,7 @@ def test_equal_and_missing_timestamps_keep_arrival_order() -> None:
 
 
 def test_arrival_order_is_kept_when_configured() -> None:
-    s = SessionStore(SessionLimits(), order="arrival")
+    s = SessionStore(SessionsConfig(order="arrival"))
     add_timed(s, "t", [(PAYMENTS, "pay", 30), (CART, "cart", 10)])
     (session,) = s.close_all(1.0)
     assert session.keys == ["pay", "cart"] and [r.pos for r in session.records] == [0, 1]
@@ -144,13 +142,14 @@ def test_arrival_order_is_kept_when_configured() -> None:
 
 def test_unknown_order_is_refused() -> None:
     with pytest.raises(ValueError, match="arrival"):
-        SessionStore(SessionLimits(), order="random")
+        SessionStore(SessionsConfig(order="random"))
 
 
 def test_a_session_that_arrived_in_order_is_not_copied() -> None:
     s = store()
-    add_timed(s, "t", [(CART, "a", 1), (CART, "b", 1), (CART, "c", 2)])
-    keys = s.get("t").keys  # type: ignore[union-attr]
+    add_timed(s, "t", [(CART, "a", 1), (CART, "b", 1)])
+    open_session, _ = s.add("t", 0, "c", Record(b"c", CART), 0.0, 2)
+    keys = open_session.keys
     (session,) = s.close_all(1.0)
     assert session.keys is keys and session.in_order
 

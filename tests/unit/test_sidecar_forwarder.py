@@ -14,12 +14,23 @@ from aiohttp import web
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 
-from otel_logbert.config import RetryConfig
+from otel_logbert.config import ForwardConfig, RetryConfig
 from otel_logbert.otlp.codec import LOGS_SERVICE
-from otel_logbert.otlp.forwarder import Forwarder, GrpcLogsExporter, HttpLogsExporter, Item, Mark, grpc_target
+from otel_logbert.otlp.forwarder import (
+    Forwarder,
+    GrpcLogsExporter,
+    HttpLogsExporter,
+    Item,
+    LogsExporter,
+    Mark,
+    grpc_target,
+)
+from otel_logbert.otlp.receiver import Refused
 from otel_logbert.otlp.retry import Backoff, parse_retry_after, retry_info_delay, retry_info_trailer
+from otel_logbert.otlp.telemetry import Metrics
 from otel_logbert.sessions.session import Origin
-from tests.conftest import OtlpSink
+from otel_logbert.sidecar.pipeline import Admission
+from tests.conftest import OtlpSink, prometheus_value
 
 ORIGIN = Origin(None, b"", None, b"", "")
 FAST = RetryConfig(initial_backoff_s=0.01, max_backoff_s=0.05)
@@ -32,18 +43,37 @@ def items(n: int) -> list[Item]:
 
 
 class Outcomes:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int]] = []
+    """A real ``Metrics`` for a forwarder, read back by outcome from its Prometheus exposition."""
 
-    def __call__(self, outcome: str, records: int, seconds: float) -> None:
-        self.seen.append((outcome, records))
+    SAMPLES = {
+        "ok": ("otel_logbert_records_forwarded_total", {}),
+        "retry": ("otel_logbert_forward_retries_total", {}),
+        "dropped": ("otel_logbert_records_dropped_total", {"reason": "dropped"}),
+        "rejected": ("otel_logbert_records_dropped_total", {"reason": "rejected"}),
+    }
+
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+
+    def __getitem__(self, outcome: str) -> float:
+        name, labels = self.SAMPLES[outcome]
+        return prometheus_value(self.metrics.prometheus_text().decode(), name, **labels)
+
+    def latencies(self) -> float:
+        """How many forward latencies were recorded (one per mark delivered)."""
+        text = self.metrics.prometheus_text().decode()
+        return prometheus_value(text, "otel_logbert_session_forward_latency_seconds_count")
+
+
+def forwarder_for(exporter: LogsExporter, outcomes: Outcomes | None = None, **config: Any) -> Forwarder:
+    return Forwarder(exporter, ForwardConfig(**config), (outcomes or Outcomes()).metrics)
 
 
 async def deliver(forwarder: Forwarder, n: int, timeout_s: float = 10.0) -> int:
     task = asyncio.create_task(forwarder.run())
     forwarder.put(items(n))
     deadline = time.monotonic() + timeout_s
-    while forwarder.pending and time.monotonic() < deadline:
+    while forwarder.pending_records and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     task.cancel()
     left = await forwarder.drain(0.1)
@@ -53,22 +83,22 @@ async def deliver(forwarder: Forwarder, n: int, timeout_s: float = 10.0) -> int:
 
 def test_grpc_retryable_codes_are_retried_until_delivered(otlp_sink: OtlpSink) -> None:
     otlp_sink.fail_next(2, grpc.StatusCode.UNAVAILABLE)
-    outcomes, latencies = Outcomes(), []
-    forwarder = Forwarder(GrpcLogsExporter(otlp_sink.endpoint), retry=FAST, observe=outcomes,
-                          on_latency=latencies.append, batch_max_records=3)
+    outcomes = Outcomes()
+    forwarder = forwarder_for(GrpcLogsExporter(otlp_sink.endpoint), outcomes, retry=FAST,
+                          batch_max_records=3)
     assert asyncio.run(deliver(forwarder, 5)) == 0
     assert sorted(r.body.string_value for _, _, r in otlp_sink.records()) == [f"r{i}" for i in range(5)]
-    assert [o for o, _ in outcomes.seen].count("retry") == 2
-    assert sum(n for o, n in outcomes.seen if o == "ok") == 5
-    assert latencies and all(0 <= x < 10 for x in latencies)
+    assert outcomes["retry"] == 2 and outcomes["ok"] == 5 and outcomes["dropped"] == 0
+    assert outcomes.latencies() == 2  # one mark (ready together), delivered in two batches of <= 3
 
 
 def test_grpc_permanent_error_drops_and_counts(otlp_sink: OtlpSink) -> None:
     otlp_sink.fail_next(1, grpc.StatusCode.INVALID_ARGUMENT)
     outcomes = Outcomes()
-    forwarder = Forwarder(GrpcLogsExporter(otlp_sink.endpoint), retry=FAST, observe=outcomes)
+    forwarder = forwarder_for(GrpcLogsExporter(otlp_sink.endpoint), outcomes, retry=FAST)
     asyncio.run(deliver(forwarder, 4))
-    assert outcomes.seen == [("dropped", 4)] and otlp_sink.records() == []
+    assert outcomes["dropped"] == 4 and outcomes["retry"] == 0 and outcomes["ok"] == 0
+    assert otlp_sink.records() == []
 
 
 class ScriptedServer:
@@ -97,17 +127,20 @@ class ScriptedServer:
             await server.stop(0)
 
 
-@pytest.mark.parametrize(("with_retry_info", "expected"), [(True, ["retry", "ok"]), (False, ["dropped"])])
-def test_resource_exhausted_is_retryable_only_with_retry_info(with_retry_info: bool, expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("with_retry_info", "expected"),
+    [(True, {"retry": 1, "ok": 2, "dropped": 0}), (False, {"retry": 0, "ok": 0, "dropped": 2})],
+)
+def test_resource_exhausted_is_retryable_only_with_retry_info(with_retry_info: bool, expected: dict[str, int]) -> None:
     trailer = (retry_info_trailer(0.02, 8, "slow down"),) if with_retry_info else ()
     server = ScriptedServer([(grpc.StatusCode.RESOURCE_EXHAUSTED, trailer, b"")])
     outcomes = Outcomes()
 
     async def scenario(target: str) -> None:
-        await deliver(Forwarder(GrpcLogsExporter(target), retry=FAST, observe=outcomes), 2)
+        await deliver(forwarder_for(GrpcLogsExporter(target), outcomes, retry=FAST), 2)
 
     asyncio.run(server.serve(scenario))
-    assert [o for o, _ in outcomes.seen] == expected
+    assert {outcome: outcomes[outcome] for outcome in expected} == expected
 
 
 def test_partial_success_is_counted_not_retried() -> None:
@@ -118,10 +151,10 @@ def test_partial_success_is_counted_not_retried() -> None:
     outcomes = Outcomes()
 
     async def scenario(target: str) -> None:
-        await deliver(Forwarder(GrpcLogsExporter(target), retry=FAST, observe=outcomes), 3)
+        await deliver(forwarder_for(GrpcLogsExporter(target), outcomes, retry=FAST), 3)
 
     asyncio.run(server.serve(scenario))
-    assert outcomes.seen == [("ok", 2), ("rejected", 1)] and server.calls == 1
+    assert (outcomes["ok"], outcomes["rejected"], outcomes["retry"]) == (2, 1, 0) and server.calls == 1
 
 
 def test_retryable_failures_give_up_after_max_elapsed_when_configured() -> None:
@@ -130,10 +163,10 @@ def test_retryable_failures_give_up_after_max_elapsed_when_configured() -> None:
     retry = RetryConfig(initial_backoff_s=0.01, max_backoff_s=0.02, max_elapsed_s=0.1)
 
     async def scenario(target: str) -> None:
-        await deliver(Forwarder(GrpcLogsExporter(target), retry=retry, observe=outcomes), 1)
+        await deliver(forwarder_for(GrpcLogsExporter(target), outcomes, retry=retry), 1)
 
     asyncio.run(server.serve(scenario))
-    assert outcomes.seen[-1] == ("dropped", 1) and ("retry", 1) in outcomes.seen
+    assert outcomes["dropped"] == 1 and outcomes["retry"] >= 1 and outcomes["ok"] == 0
 
 
 async def http_server(responses: list[web.Response], received: list[bytes], scenario: Any) -> Any:
@@ -161,10 +194,10 @@ def test_http_exporter_retries_503_with_retry_after_and_drops_400() -> None:
     outcomes = Outcomes()
 
     async def scenario(url: str) -> None:
-        await deliver(Forwarder(HttpLogsExporter(url), retry=FAST, observe=outcomes, batch_max_records=2), 2)
+        await deliver(forwarder_for(HttpLogsExporter(url), outcomes, retry=FAST, batch_max_records=2), 2)
 
     asyncio.run(http_server(responses, received, scenario))
-    assert [o for o, _ in outcomes.seen] == ["retry", "dropped"]
+    assert (outcomes["retry"], outcomes["dropped"], outcomes["ok"]) == (1, 2, 0)
     request = logs_service_pb2.ExportLogsServiceRequest.FromString(received[0])
     assert len(request.resource_logs[0].scope_logs[0].log_records) == 2
 
@@ -175,7 +208,7 @@ def test_http_exporter_gzip_and_headers() -> None:
     async def scenario(url: str) -> None:
         exporter = HttpLogsExporter(url + "/v1/logs", headers={"X-Tenant": "a"}, gzip_=True)
         assert exporter.url == url + "/v1/logs" and exporter.headers["Content-Encoding"] == "gzip"
-        await deliver(Forwarder(exporter, retry=FAST), 1)
+        await deliver(forwarder_for(exporter, None, retry=FAST), 1)
 
     asyncio.run(http_server([], received, scenario))
     request = logs_service_pb2.ExportLogsServiceRequest.FromString(received[0])  # aiohttp decompressed it
@@ -189,13 +222,13 @@ def test_connection_refused_is_retried_then_delivered_when_downstream_appears() 
     outcomes = Outcomes()
 
     async def scenario() -> int:
-        forwarder = Forwarder(GrpcLogsExporter(sink.endpoint), retry=FAST, observe=outcomes, timeout_s=0.5)
+        forwarder = forwarder_for(GrpcLogsExporter(sink.endpoint), outcomes, retry=FAST, timeout_s=0.5)
         task = asyncio.create_task(forwarder.run())
         forwarder.put(items(3))
-        while not any(o == "retry" for o, _ in outcomes.seen):
+        while not outcomes["retry"]:
             await asyncio.sleep(0.01)
         sink.start()
-        while forwarder.pending:
+        while forwarder.pending_records:
             await asyncio.sleep(0.01)
         task.cancel()
         left = await forwarder.drain(0.1)
@@ -209,14 +242,31 @@ def test_connection_refused_is_retried_then_delivered_when_downstream_appears() 
     assert len(sink.records()) == 3
 
 
-def test_has_room_never_refuses_an_empty_queue() -> None:
-    async def scenario() -> tuple[bool, bool, bool]:
-        forwarder = Forwarder(GrpcLogsExporter("127.0.0.1:1"), queue_max_records=10)
-        empty_big = forwarder.has_room(1000)
+def test_admission_never_refuses_an_empty_backlog() -> None:
+    async def scenario() -> list[bool]:
+        forwarder = forwarder_for(GrpcLogsExporter("127.0.0.1:1"))
+        admission = Admission(10, [forwarder])
+        answers = [fits(admission, 1000)]  # empty: even a request over the whole limit is taken
         forwarder.put(items(8))
-        return empty_big, forwarder.has_room(2), forwarder.has_room(3)
+        return [*answers, fits(admission, 2), fits(admission, 3)]
 
-    assert asyncio.run(scenario()) == (True, True, False)
+    assert asyncio.run(scenario()) == [True, True, False]
+
+
+def fits(admission: Admission, records: int) -> bool:
+    try:
+        admission.check(records)
+    except Refused as exc:
+        assert exc.reason == "backpressure" and "8 records waiting" in str(exc)
+        return False
+    return True
+
+
+def test_forwarder_refuses_settings_that_would_block_forever() -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        forwarder_for(GrpcLogsExporter("127.0.0.1:1"), max_in_flight=0)
+    with pytest.raises(ValueError, match="max_batch"):
+        forwarder_for(GrpcLogsExporter("127.0.0.1:1"), batch_max_records=0)
 
 
 def test_retry_helpers() -> None:

@@ -297,7 +297,7 @@ def test_memory_cap_closes_oldest_sessions_early(otlp_sink: OtlpSink, rule_bundl
         async with running_sidecar(config) as sidecar:
             await send(sidecar, request([log(NORMAL_MESSAGES[0], t) for t in traces]))
             received = await wait(otlp_sink, 3)
-            assert len(sidecar.store) == 2
+            assert len(sidecar.pipeline.store) == 2
             return received
 
     received = asyncio.run(scenario())

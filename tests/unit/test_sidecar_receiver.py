@@ -152,15 +152,15 @@ def test_full_queue_pushes_back_then_recovers_without_loss(rule_bundle: Path) ->
 def test_shutting_down_answers_unavailable(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
     async def main() -> Any:
         async with running_sidecar(sidecar_config(otlp_sink.endpoint, rule_bundle)) as sidecar:
-            sidecar._stopping = True  # the state stop() sets before closing the receivers
+            sidecar.pipeline.accepting = False  # what stop() sets before closing the receivers
             try:
                 from otel_logbert.otlp.receiver import Refused
 
                 with pytest.raises(Refused) as info:
-                    await sidecar.accept(logs_service_pb2.ExportLogsServiceRequest(), "grpc")
+                    await sidecar.pipeline.accept(logs_service_pb2.ExportLogsServiceRequest(), "grpc")
                 return info.value
             finally:
-                sidecar._stopping = False
+                sidecar.pipeline.accepting = True
 
     refused = asyncio.run(main())
     assert refused.reason == "shutting_down"
@@ -209,7 +209,7 @@ def test_unbindable_port_is_a_user_error(otlp_sink: OtlpSink, rule_bundle: Path)
 
 
 def test_a_large_request_is_taken_in_slices_exactly_once(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
-    from otel_logbert.sidecar import YIELD_EVERY
+    from otel_logbert.sidecar.pipeline import YIELD_EVERY
 
     n = 3 * YIELD_EVERY + 17
     req = logs_service_pb2.ExportLogsServiceRequest()

@@ -126,7 +126,7 @@ def test_missing_triton_client_says_which_extra_to_install(rule_bundle: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from otel_logbert.config import config_from_dict
     from otel_logbert.errors import UserError
-    from otel_logbert.sessions.lanes import build_router
+    from otel_logbert.sidecar.wiring import build_router
 
     monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # as if the client were not installed
     config = config_from_dict({"forward": {"endpoint": "127.0.0.1:4317"},

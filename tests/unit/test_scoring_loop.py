@@ -1,4 +1,4 @@
-"""sessions.scoring: batching, thresholds, and failing open (errors, timeouts, learn-only).
+"""scoring.loop: batching, thresholds, and failing open (errors, timeouts, learn-only).
 
 The scorer here is a small deterministic ``Scorer`` implementation (score = share of unknown keys)
 so that batching and failure handling can be driven exactly; the ONNX scorer is exercised by the
@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from otel_logbert.config import ScoringConfig
+from otel_logbert.otlp.telemetry import Metrics
 from otel_logbert.parsing.drain import LogParser
 from otel_logbert.parsing.vocabulary import UNK_ID, Vocabulary
 from otel_logbert.scoring.base import Scorer, ScoringError, SessionScore
-from otel_logbert.sessions.lanes import Lane, Router
-from otel_logbert.sessions.scoring import LEARN_ONLY_REASON, ScoringLoop
-from otel_logbert.sessions.session import Session, Verdict
-from otel_logbert.sessions.threshold import DynamicThresholdPolicy, StaticThreshold
+from otel_logbert.scoring.loop import LEARN_ONLY_REASON, ScoringLoop
+from otel_logbert.scoring.thresholds import DynamicThresholdPolicy, StaticThreshold
+from otel_logbert.sessions.session import Origin, Record, Session, Verdict
+from otel_logbert.sidecar.lanes import Lane, Router
 
 
 class UnknownShareScorer(Scorer):
@@ -49,9 +51,17 @@ def lane(scorer: Scorer | None, index: int = 0, threshold: float = 0.4) -> Lane:
 
 def session(keys: list[str], lane_index: int = 0, service: str = "svc") -> Session:
     s = Session(key=tuple(keys), serial=1, lane=lane_index, now=0.0)
-    s.keys = keys
-    s.service = service
+    origin = Origin(None, b"", None, b"", service)
+    for key in keys:
+        s.append(key, Record(key.encode(), origin), 0.0, 0, by_time=False)
     return s
+
+
+def make_loop(
+    router: Router, batch_size: int = 256, batch_timeout_s: float = 0.02, timeout_s: float = 2.0
+) -> ScoringLoop:
+    config = ScoringConfig(batch_size=batch_size, batch_timeout_ms=batch_timeout_s * 1000, timeout_s=timeout_s)
+    return ScoringLoop(router, collect, config, Metrics())
 
 
 def run_loop(loop: ScoringLoop, sessions: list[Session], wait_for: int, timeout_s: float = 5.0) -> None:
@@ -80,7 +90,7 @@ def collect(sessions: list[Session], verdicts: list[Verdict]) -> None:
 
 
 def test_scores_threshold_and_per_key_evidence() -> None:
-    loop = ScoringLoop(Router([lane(UnknownShareScorer())], {}), collect, batch_size=8, batch_timeout_s=0.01)
+    loop = make_loop(Router([lane(UnknownShareScorer())], {}), batch_size=8, batch_timeout_s=0.01)
     run_loop(loop, [session(["a", "b"]), session(["a", "zzz", "b"])], wait_for=2)
     (s1, v1), (s2, v2) = results
     assert v1.status == "scored" and v1.score == 0.0 and v1.is_anomaly is False and v1.threshold == 0.4
@@ -92,24 +102,23 @@ def test_scores_threshold_and_per_key_evidence() -> None:
 
 def test_batches_fill_up_to_batch_size() -> None:
     scorer = UnknownShareScorer()
-    loop = ScoringLoop(Router([lane(scorer)], {}), collect, batch_size=4, batch_timeout_s=0.2)
+    loop = make_loop(Router([lane(scorer)], {}), batch_size=4, batch_timeout_s=0.2)
     run_loop(loop, [session(["a"]) for _ in range(10)], wait_for=10)
     assert scorer.batches[:2] == [4, 4] and sum(scorer.batches) == 10
 
 
 def test_an_idle_scorer_takes_a_partial_batch_at_once() -> None:
     scorer = UnknownShareScorer()
-    loop = ScoringLoop(Router([lane(scorer)], {}), collect, batch_size=100, batch_timeout_s=5.0)
-    started = time.monotonic()
-    run_loop(loop, [session(["a"])], wait_for=1)
-    assert scorer.batches == [1] and time.monotonic() - started < 1.0  # did not wait 5 s to fill
+    loop = make_loop(Router([lane(scorer)], {}), batch_size=100, batch_timeout_s=3600.0)
+    run_loop(loop, [session(["a"])], wait_for=1)  # gives up after 5 s: far less than the linger
+    assert scorer.batches == [1] and len(results) == 1  # scored at once, not after an hour
 
 
 def test_a_busy_scorer_lets_the_next_batch_fill_up() -> None:
     scorer = UnknownShareScorer(delay_s=0.2)  # the first batch keeps the scorer busy for 0.2 s
 
     async def main() -> None:
-        loop = ScoringLoop(Router([lane(scorer)], {}), collect, batch_size=100, batch_timeout_s=0.1)
+        loop = make_loop(Router([lane(scorer)], {}), batch_size=100, batch_timeout_s=0.1)
         task = asyncio.create_task(loop.run())
         loop.submit([session(["a"])])
         await asyncio.sleep(0.05)
@@ -127,7 +136,7 @@ def test_a_busy_scorer_lets_the_next_batch_fill_up() -> None:
 
 def test_batches_are_split_by_lane() -> None:
     first, second = UnknownShareScorer(), UnknownShareScorer()
-    loop = ScoringLoop(Router([lane(first, 0), lane(second, 1, threshold=0.0)], {}), collect, batch_size=8)
+    loop = make_loop(Router([lane(first, 0), lane(second, 1, threshold=0.0)], {}), batch_size=8)
     run_loop(loop, [session(["a"], 0), session(["zzz"], 1), session(["b"], 0)], wait_for=3)
     assert first.batches == [2] and second.batches == [1]
     by_lane = {s.lane: v for s, v in results}
@@ -135,7 +144,7 @@ def test_batches_are_split_by_lane() -> None:
 
 
 def test_scorer_error_fails_open_with_a_one_line_reason() -> None:
-    loop = ScoringLoop(Router([lane(UnknownShareScorer(fail=True))], {}), collect, batch_timeout_s=0.001)
+    loop = make_loop(Router([lane(UnknownShareScorer(fail=True))], {}), batch_timeout_s=0.001)
     run_loop(loop, [session(["a"]), session(["b"])], wait_for=2)
     assert [v.status for _, v in results] == ["unscored", "unscored"]
     reason = results[0][1].reason
@@ -144,7 +153,7 @@ def test_scorer_error_fails_open_with_a_one_line_reason() -> None:
 
 def test_scorer_timeout_fails_open() -> None:
     scorer = UnknownShareScorer(delay_s=5.0)
-    loop = ScoringLoop(Router([lane(scorer)], {}), collect, batch_timeout_s=0.001, timeout_s=0.05)
+    loop = make_loop(Router([lane(scorer)], {}), batch_timeout_s=0.001, timeout_s=0.05)
     run_loop(loop, [session(["a"])], wait_for=1)
     scorer.release.set()
     assert results[0][1].status == "unscored"
@@ -153,7 +162,7 @@ def test_scorer_timeout_fails_open() -> None:
 
 
 def test_learn_only_lane_is_unscored_without_calling_anything() -> None:
-    loop = ScoringLoop(Router([lane(None)], {}), collect, batch_timeout_s=0.001)
+    loop = make_loop(Router([lane(None)], {}), batch_timeout_s=0.001)
     run_loop(loop, [session(["a"])], wait_for=1)
     assert results[0][1] == Verdict.unscored(LEARN_ONLY_REASON)
 
@@ -182,9 +191,9 @@ def test_dynamic_threshold_keeps_one_state_per_service() -> None:
 def test_dynamic_threshold_caps_the_number_of_groups() -> None:
     policy = DynamicThresholdPolicy(RunningMean, max_groups=1)
     policy.judge("a", 1.0)
-    policy.judge("b", 1.0)  # over the cap: shares the "" group
-    policy.judge("c", 1.0)
-    assert set(policy._groups) == {"a", ""}
+    assert policy.judge("b", 3.0) == (float("inf"), False)  # over the cap: opens the shared "" group
+    assert policy.judge("c", 5.0) == (3.0, True)  # c shares it: it saw b's score
+    assert policy.judge("a", 0.0) == (1.0, False)  # a keeps its own
 
 
 def test_dtpm_policy_uses_the_bundle_parameters(tmp_path: Path) -> None:
@@ -193,7 +202,7 @@ def test_dtpm_policy_uses_the_bundle_parameters(tmp_path: Path) -> None:
     from otel_logbert.bundle import load_bundle, write_json
     from otel_logbert.config import config_from_dict
     from otel_logbert.errors import BundleError
-    from otel_logbert.sessions.lanes import _threshold
+    from otel_logbert.sidecar.wiring import _threshold
     from tests.conftest import make_rule_bundle
 
     path = make_rule_bundle(tmp_path / "b")
@@ -209,12 +218,22 @@ def test_dtpm_policy_uses_the_bundle_parameters(tmp_path: Path) -> None:
     assert threshold == pytest.approx(0.5) and is_anomaly
 
 
-def test_lane_scores_sessions_in_length_groups_and_keeps_order() -> None:
+def test_lane_scores_keep_session_order_and_evidence() -> None:
     scorer = UnknownShareScorer()
-    short_lane = lane(scorer)
-    short_lane.max_len = 64
     sessions = [["a"] * 3, ["zzz"] * 100, ["a", "zzz"] * 2, ["b"] * 20]
-    results = short_lane.score(sessions)
-    assert sorted(scorer.batches) == [1, 1, 2]  # lengths 3 and 4 share a group; 100 and 20 do not
+    results = lane(scorer).score(sessions)
+    assert scorer.batches == [4]  # one call: length batching is score_sessions' job (test_batching)
     assert [r.score for r in results] == [0.0, 1.0, 0.5, 0.0]
     assert results[2].unexpected == (False, True, False, True)
+
+
+def test_the_threshold_policy_alone_decides() -> None:
+    class Inverted(StaticThreshold):  # a policy whose decision is not ``score > threshold``
+        def judge(self, group: str, score: float) -> tuple[float, bool]:
+            return self.value, score < self.value
+
+    inverted = lane(UnknownShareScorer())
+    inverted.threshold = Inverted(0.4)
+    loop = make_loop(Router([inverted], {}))
+    run_loop(loop, [session(["a"]), session(["zzz"])], wait_for=2)
+    assert [v.is_anomaly for _, v in results] == [True, False]

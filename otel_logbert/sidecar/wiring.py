@@ -1,24 +1,10 @@
-"""Lanes: the parser + model pairs a sidecar routes records to, by ``service.name``.
+"""Wiring: every component of a sidecar built from its configuration, in one place.
 
-A lane owns everything whose ids must agree: a Drain3 ``LogParser`` (log keys are its cluster ids),
-the bundle's vocabulary and scorer (trained on those ids), and a threshold policy. Sessions never mix
-lanes. The default lane uses ``scoring.bundle`` and ``parsing.masking``; ``scoring.routes`` and
-``parsing.masking_by_service`` send named services to other lanes (one lane per distinct
-bundle + masking pair, shared by the services that name the same pair).
+    pipeline = build_pipeline(config)     # loads bundles, builds parsers and scorers; raises UserError
 
-In learn-only mode a configured bundle still provides its parser (so learned keys continue its ids)
-but no scorer. A lane's parser comes from, in order: its state file (``parsing.state_file``, suffixed with the lane
-name for non-default lanes) when it exists, so a restarted sidecar keeps its keys; else the bundle's
-``drain3.json`` (whose masking then wins over the configured one); else a fresh parser.
-
-Key ids are stable: a key is a Drain3 cluster id, which survives its template's generalisation, and the
-bundle's vocabulary (cluster id -> token id) is frozen. A cluster created while serving is UNK unless
-``parsing.semantic_mapping`` is enabled, in which case the lane's ``SemanticKeyMapper`` may map it to the
-nearest training template (its own table; the vocabulary is never changed). Clusters that a restarted
-sidecar finds in its parser state are handed to the mapper again at start.
-
-A body longer than the parser's ``max_line_chars`` is parsed truncated; its record gets the attribute
-``<attributes.prefix>.body_truncated = true`` next to the template, and its body is forwarded untouched.
+``build_router`` loads the bundles and builds the lanes (parser + scorer + threshold per service
+group, see ``sidecar.lanes``); ``build_pipeline`` builds the session rule and store, the forwarder,
+the span emitter, learn writers and metrics around it. Each component takes its own config section.
 """
 
 from __future__ import annotations
@@ -26,126 +12,98 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel_logbert.bundle import Bundle, load_bundle
 from otel_logbert.config import SidecarConfig
 from otel_logbert.errors import BundleError, UserError
-from otel_logbert.otlp.codec import attributes_bytes
+from otel_logbert.otlp.annotate import Annotator, AttributeNames
+from otel_logbert.otlp.fields import field_reader
+from otel_logbert.otlp.forwarder import Forwarder, LogsExporter, build_exporter
+from otel_logbert.otlp.spans import SpanEmitter, build_span_exporter
+from otel_logbert.otlp.telemetry import Metrics
 from otel_logbert.parsing.drain import LogParser
 from otel_logbert.parsing.semantic import ENCODER_PACKAGE, MiniLMEncoder, SemanticKeyMapper, index_factory_for
-from otel_logbert.parsing.vocabulary import UNK_ID, Vocabulary
-from otel_logbert.scoring.base import Scorer, SessionScore
-from otel_logbert.sessions.threshold import DynamicThresholdPolicy, StaticThreshold, ThresholdPolicy
+from otel_logbert.scoring.base import Scorer
+from otel_logbert.scoring.thresholds import DynamicThresholdPolicy, StaticThreshold, ThresholdPolicy
+from otel_logbert.sessions.keys import TraceIdKey, key_rule
+from otel_logbert.sessions.learn import LearnWriter
+from otel_logbert.sessions.store import SessionStore
+from otel_logbert.sidecar.lanes import DEFAULT_LANE, TRUNCATED_SUFFIX, Lane, Router
+from otel_logbert.sidecar.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
-# Parsed texts remembered per lane (text -> key); cleared when full. Identical bodies are common
-# (health checks, fixed messages), and a hit skips tokenising and masking entirely.
-TEXT_CACHE_SIZE = 100_000
-DEFAULT_LANE = "default"
-TRUNCATED_SUFFIX = "body_truncated"  # <attributes.prefix>.body_truncated, on records parsed truncated
+
+def build_pipeline(
+    config: SidecarConfig,
+    *,
+    router: Router | None = None,
+    exporter: LogsExporter | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> Pipeline:
+    """The sidecar's pipeline. ``router``, ``exporter`` and ``span_exporter`` may be injected (tests,
+    the demo); by default they are built from ``config``. Raises ``UserError``."""
+    router = router if router is not None else build_router(config)
+    s, f = config.sessions, config.forward
+    rule = key_rule(
+        s.key,
+        resource_attributes=s.resource_attributes,
+        record_attributes=s.record_attributes,
+        regex=s.regex,
+        window_size_s=s.window.size_s,
+        window_slide_s=s.window.slide_s,
+    )
+    metrics = build_metrics(config)
+    names = AttributeNames(config.attributes.prefix, config.attributes.template)
+    spans = None
+    if config.traces.enabled and isinstance(rule, TraceIdKey) and config.scoring_enabled:
+        if span_exporter is None:
+            span_exporter = build_span_exporter(
+                config.traces.endpoint or f.endpoint, config.traces.protocol or f.protocol, f.timeout_s, f.headers
+            )
+        spans = SpanEmitter(span_exporter, metrics)
+    learners = {}
+    if config.learn.enabled:
+        assert config.learn.output is not None
+        learners = {
+            lane.index: LearnWriter(lane_file(config.learn.output, lane.name), lane.parser) for lane in router.lanes
+        }
+    pipeline = Pipeline(
+        router=router,
+        rule=rule,
+        store=SessionStore(s),
+        annotator=Annotator(names),
+        field_text=field_reader(config.parsing.field),
+        forwarder=Forwarder(exporter if exporter is not None else build_exporter(f), f, metrics),
+        scoring=config.scoring,
+        traces=config.traces,
+        spans=spans,
+        learners=learners,
+        queue_max_records=f.queue_max_records,
+        metrics=metrics,
+    )
+    store, admission = pipeline.store, pipeline.admission
+    metrics.gauges.update(
+        {
+            "sessions.open": lambda: len(store),
+            "buffer.records": lambda: store.buffered,
+            "buffer.fill": lambda: store.buffered / s.max_buffered_records,
+            "queue.records": lambda: admission.held,
+            "queue.fill": lambda: admission.held / f.queue_max_records,
+        }
+    )
+    return pipeline
 
 
-@dataclass
-class Lane:
-    """One parser (+ model). ``scorer`` is None in learn-only mode."""
-
-    index: int
-    name: str
-    parser: LogParser
-    template_attribute: str
-    scorer: Scorer | None = None
-    vocab: Vocabulary | None = None
-    threshold: ThresholdPolicy | None = None
-    model: str = ""
-    model_version: str = ""
-    max_len: int = 512
-    state_file: Path | None = None
-    services: list[str] = field(default_factory=list)
-    key_mapper: SemanticKeyMapper | None = None  # unseen keys mapped by meaning (parsing.semantic_mapping)
-    truncated_attribute: str = f"log.anomaly.{TRUNCATED_SUFFIX}"
-    _cache: dict[bytes | str, str] = field(default_factory=dict, repr=False)
-    _templates: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)
-
-    def parse(self, text: bytes | str) -> tuple[str, bytes]:
-        """Log key of ``text`` and the serialized attributes to append: ``log.record.template``, plus
-        the truncation flag when ``text`` was cut for parsing (such texts are not cached)."""
-        key = self._cache.get(text)
-        if key is None:
-            result = self.parser.parse(text)
-            key = result.key
-            known = self._templates.get(key)
-            if known is None or known[0] != result.template:
-                encoded = attributes_bytes([(self.template_attribute, result.template)])
-                self._templates[key] = (result.template, encoded)
-            if self.key_mapper is not None:
-                self.key_mapper.observe(key, result.template)
-            if result.truncated:
-                return key, self._templates[key][1] + attributes_bytes([(self.truncated_attribute, True)])
-            if len(self._cache) >= TEXT_CACHE_SIZE:
-                self._cache.clear()
-            self._cache[text] = key
-        return key, self._templates[key][1]
-
-    def template(self, key: str) -> str:
-        """The current template of ``key`` (the key itself if this lane never saw it)."""
-        known = self._templates.get(key)
-        return known[0] if known is not None else key
-
-    def score(self, sessions: Sequence[Sequence[str]]) -> list[SessionScore]:
-        """Encode and score sessions of log keys (blocking; run it in a worker thread).
-        Raises ``ScoringError`` (or anything the backend raises) on failure.
-
-        Sessions go to the scorer in groups of similar length (power-of-two buckets up to
-        ``max_len``), so one long session does not pad a whole batch to its length.
-        """
-        assert self.scorer is not None and self.vocab is not None
-        encode = self.key_mapper.encode if self.key_mapper is not None else self.vocab.encode
-        encoded = [encode(keys) for keys in sessions]
-        groups: dict[int, list[int]] = {}
-        for index, tokens in enumerate(encoded):
-            groups.setdefault(_length_group(len(tokens), self.max_len), []).append(index)
-        if len(groups) == 1:
-            return self.scorer.score(encoded)
-        results: list[SessionScore | None] = [None] * len(encoded)
-        for indices in groups.values():
-            for index, result in zip(indices, self.scorer.score([encoded[i] for i in indices]), strict=True):
-                results[index] = result
-        return results  # type: ignore[return-value]  # every slot is filled
-
-    def warm_up(self) -> None:
-        """Score one short session so the first real batch does not pay the backend's start-up."""
-        if self.scorer is not None:
-            self.scorer.score([[UNK_ID] * 8])
-
-    def save_state(self) -> None:
-        if self.state_file is not None:
-            self.parser.save(self.state_file)
-
-    def close(self) -> None:
-        if self.scorer is not None:
-            self.scorer.close()
-        if self.key_mapper is not None:
-            self.key_mapper.close()
-
-
-class Router:
-    """``service.name`` -> lane; unknown services go to lane 0 (the default)."""
-
-    def __init__(self, lanes: list[Lane], by_service: dict[str, Lane]) -> None:
-        self.lanes = lanes
-        self.default = lanes[0]
-        self._by_service = by_service
-
-    def lane_for(self, service: str) -> Lane:
-        return self._by_service.get(service, self.default)
-
-    def close(self) -> None:
-        for lane in self.lanes:
-            lane.close()
+def build_metrics(config: SidecarConfig) -> Metrics:
+    """The sidecar's instruments; OTLP metrics export when ``telemetry.otlp_metrics.enabled``
+    (to its endpoint, else the forward endpoint)."""
+    otlp_metrics = config.telemetry.otlp_metrics
+    endpoint = (otlp_metrics.endpoint or config.forward.endpoint) if otlp_metrics.enabled else None
+    return Metrics(endpoint, otlp_metrics.interval_s)
 
 
 def build_router(config: SidecarConfig) -> Router:
@@ -196,11 +154,6 @@ def build_router(config: SidecarConfig) -> Router:
         for service in lane_services:
             by_service[service] = lane
     return Router(lanes, by_service)
-
-
-def _length_group(length: int, max_len: int) -> int:
-    """Power-of-two length class (at least 8, at most ``max_len``) used to group sessions."""
-    return min(max_len, 1 << max(3, (max(length, 1) - 1).bit_length()))
 
 
 def _lane_name(bundle: str | None, masking: str, lanes: list[Lane]) -> str:
