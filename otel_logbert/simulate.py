@@ -385,6 +385,39 @@ def _order_status(b: _Builder, fault: str | None) -> str:
     return ""
 
 
+def _checkout_deadlock(b: _Builder, skus: list[str], order: str, start: int) -> str:
+    """A database deadlock while reserving stock: inventory fails, checkout aborts, HTTP 503."""
+    rng = b.rng
+    failing = rng.randrange(len(skus))
+    for i, sku in enumerate(skus):
+        b.hop("inventory")
+        b.log("inventory", f"reserving {sku} qty={rng.randint(1, 3)} for order {order}")
+        if i == failing:
+            b.hop("db-proxy")
+            b.wait(50, 400)
+            b.log("db-proxy", f"query failed db=shop op=UPDATE table=stock: deadlock detected, "
+                              f"transaction {rng.randint(100000, 999999)} rolled back", "ERROR")
+            b.log("inventory", f"reservation of {sku} failed: database error, rolling back", "ERROR")
+            b.log("checkout", f"order {order} aborted: inventory reservation failed", "ERROR")
+            _response(b, "POST", "/api/checkout", 503, start)
+            return f"deadlock while reserving item {i + 1} of {len(skus)}; checkout answered 503"
+        _db(b, "UPDATE", "stock", 1)
+        b.log("inventory", f"reserved {sku} for order {order}")
+    raise AssertionError("unreachable")
+
+
+def _ship(b: _Builder, order: str, currency: str, digital: bool) -> None:
+    """Shipping of a checkout: a quote and a label, or nothing for digital goods."""
+    rng = b.rng
+    b.hop("shipping")
+    if digital:
+        b.log("shipping", f"order {order} contains digital goods only, no shipment needed")
+        return
+    carrier = rng.choice(_CARRIERS)
+    b.log("shipping", f"quote for order {order}: {carrier} cost={rng.uniform(3, 40):.2f} {currency}")
+    b.log("shipping", f"label created carrier={carrier} tracking=1Z{rng.getrandbits(40):010X}")
+
+
 def _checkout(b: _Builder, fault: str | None) -> str:
     """Order -> reserve each item -> authorise payment -> ship -> persist -> confirm."""
     rng, start = b.rng, b.now
@@ -398,24 +431,8 @@ def _checkout(b: _Builder, fault: str | None) -> str:
     b.hop("checkout")
     b.log("checkout", f"creating order {order} for {user} items={len(skus)} total={amount} {currency}")
 
-    # A database deadlock while reserving stock: inventory fails, checkout aborts, HTTP 503.
     if fault == "error_path":
-        failing = rng.randrange(len(skus))
-        for i, sku in enumerate(skus):
-            b.hop("inventory")
-            b.log("inventory", f"reserving {sku} qty={rng.randint(1, 3)} for order {order}")
-            if i == failing:
-                b.hop("db-proxy")
-                b.wait(50, 400)
-                b.log("db-proxy", f"query failed db=shop op=UPDATE table=stock: deadlock detected, "
-                                  f"transaction {rng.randint(100000, 999999)} rolled back", "ERROR")
-                b.log("inventory", f"reservation of {sku} failed: database error, rolling back", "ERROR")
-                b.log("checkout", f"order {order} aborted: inventory reservation failed", "ERROR")
-                _response(b, "POST", "/api/checkout", 503, start)
-                return f"deadlock while reserving item {i + 1} of {len(skus)}; checkout answered 503"
-            _db(b, "UPDATE", "stock", 1)
-            b.log("inventory", f"reserved {sku} for order {order}")
-        raise AssertionError("unreachable")
+        return _checkout_deadlock(b, skus, order, start)
 
     def reserve() -> None:
         for sku in skus:
@@ -448,13 +465,7 @@ def _checkout(b: _Builder, fault: str | None) -> str:
         return True
 
     def ship() -> None:
-        b.hop("shipping")
-        if digital:
-            b.log("shipping", f"order {order} contains digital goods only, no shipment needed")
-            return
-        carrier = rng.choice(_CARRIERS)
-        b.log("shipping", f"quote for order {order}: {carrier} cost={rng.uniform(3, 40):.2f} {currency}")
-        b.log("shipping", f"label created carrier={carrier} tracking=1Z{rng.getrandbits(40):010X}")
+        _ship(b, order, currency, digital)
 
     def confirm() -> None:
         _db(b, "INSERT", "orders", 1 + len(skus))

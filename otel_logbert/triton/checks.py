@@ -61,27 +61,41 @@ def parse_config(text: str) -> Any:
 
 def check_config(config: Any, directory_name: str | None = None) -> list[str]:
     """Problems of a parsed ``ModelConfig`` under the rules in the module docstring ([] = none)."""
-    from tritonclient.grpc import model_config_pb2 as pb
+    backend = config.backend or BACKEND_OF_PLATFORM.get(config.platform, "")
+    return [
+        *_name_and_backend_problems(config, directory_name, backend),
+        *_batching_problems(config),
+        *_tensor_problems(config),
+        *_instance_problems(config, backend),
+        *_warmup_problems(config),
+        *_accelerator_problems(config, backend),
+    ]
 
+
+def _name_and_backend_problems(config: Any, directory_name: str | None, backend: str) -> list[str]:
     problems: list[str] = []
     if not config.name:
         problems.append("name: empty")
     elif directory_name is not None and config.name != directory_name:
         problems.append(f"name: {config.name!r} differs from its directory {directory_name!r}")
-    backend = config.backend or BACKEND_OF_PLATFORM.get(config.platform, "")
     if config.platform and config.platform not in BACKEND_OF_PLATFORM:
         problems.append(f"platform: {config.platform!r} is not {ONNX_PLATFORM!r}")
     if config.platform and config.backend and BACKEND_OF_PLATFORM.get(config.platform) != config.backend:
         problems.append(f"backend: {config.backend!r} does not match platform {config.platform!r}")
     if backend not in KNOWN_BACKENDS:
         problems.append(f"backend: {backend!r} is not one of {KNOWN_BACKENDS}")
+    if not config.HasField("version_policy"):
+        problems.append("version_policy: not set")
+    return problems
 
-    batching = config.max_batch_size > 0
+
+def _batching_problems(config: Any) -> list[str]:
+    problems: list[str] = []
     if config.max_batch_size < 0:
         problems.append(f"max_batch_size: {config.max_batch_size} < 0")
     if config.HasField("dynamic_batching"):
         db = config.dynamic_batching
-        if not batching:
+        if config.max_batch_size <= 0:
             problems.append("dynamic_batching: needs max_batch_size > 0")
         for size in db.preferred_batch_size:
             if not 1 <= size <= config.max_batch_size:
@@ -89,7 +103,13 @@ def check_config(config: Any, directory_name: str | None = None) -> list[str]:
                                 f"({config.max_batch_size})")
         if db.max_queue_delay_microseconds == 0:
             problems.append("dynamic_batching.max_queue_delay_microseconds: not set (0 = never wait)")
+    return problems
 
+
+def _tensor_problems(config: Any) -> list[str]:
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    problems: list[str] = []
     for kind, tensors in (("input", config.input), ("output", config.output)):
         names = [t.name for t in tensors]
         if not tensors:
@@ -111,7 +131,13 @@ def check_config(config: Any, directory_name: str | None = None) -> list[str]:
             if fixed and math.prod(t.dims) != math.prod(t.reshape.shape):
                 problems.append(f"{where}: reshape {list(t.reshape.shape)} changes the element count "
                                 f"of dims {list(t.dims)}")
+    return problems
 
+
+def _instance_problems(config: Any, backend: str) -> list[str]:
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    problems: list[str] = []
     if not config.instance_group:
         problems.append("instance_group: none (Triton would pick one; be explicit)")
     for group in config.instance_group:
@@ -121,14 +147,15 @@ def check_config(config: Any, directory_name: str | None = None) -> list[str]:
             problems.append("instance_group: the python model runs ONNX Runtime on the CPU; use KIND_CPU")
         if group.kind == pb.ModelInstanceGroup.KIND_MODEL:
             problems.append("instance_group: KIND_MODEL is not for onnxruntime/python models")
+    return problems
 
-    if not config.HasField("version_policy"):
-        problems.append("version_policy: not set")
 
+def _warmup_problems(config: Any) -> list[str]:
+    problems: list[str] = []
     inputs = {t.name: t for t in config.input}
     for warmup in config.model_warmup:
         where = f"model_warmup {warmup.name or '(unnamed)'}"
-        if batching and not 1 <= warmup.batch_size <= config.max_batch_size:
+        if config.max_batch_size > 0 and not 1 <= warmup.batch_size <= config.max_batch_size:
             problems.append(f"{where}: batch_size {warmup.batch_size} not in 1..{config.max_batch_size}")
         if set(warmup.inputs) != set(inputs):
             problems.append(f"{where}: inputs {sorted(warmup.inputs)} != model inputs {sorted(inputs)}")
@@ -144,7 +171,11 @@ def check_config(config: Any, directory_name: str | None = None) -> list[str]:
                 problems.append(f"{where}: {name} dims {list(data.dims)} do not fit {list(model_input.dims)}")
             if data.WhichOneof("input_data_type") is None:
                 problems.append(f"{where}: {name} has no zero_data/random_data/input_data_file")
+    return problems
 
+
+def _accelerator_problems(config: Any, backend: str) -> list[str]:
+    problems: list[str] = []
     accelerators = config.optimization.execution_accelerators
     for side, entries, allowed in (
         ("gpu", accelerators.gpu_execution_accelerator, GPU_ACCELERATORS),
