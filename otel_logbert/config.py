@@ -1,8 +1,11 @@
 """The sidecar's typed configuration: YAML -> dataclasses, environment overrides, validation.
 
-The YAML contract is documented in ``docs/sidecar-config.md``; the dataclasses below mirror it one to
-one (section -> dataclass, key -> field, default -> field default). ``load_config`` is the only entry
-point the sidecar needs:
+The dataclasses below are the YAML contract and the only place its defaults live: section ->
+``Section`` dataclass, key -> field (built with ``option``: default, description, optional ``Check``).
+``docs/sidecar-config.md``'s key table and YAML skeleton are generated from them
+(``python -m otel_logbert.config_docs``). Each section validates itself (``Section.validate(path)``:
+the declared checks, then its cross-key rules); ``SidecarConfig.validate`` adds the rules that span
+sections. ``load_config`` is the only entry point the sidecar needs:
 
     config = load_config("sidecar.yaml")          # raises ConfigError (a UserError) on any problem
 
@@ -23,8 +26,8 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -40,161 +43,390 @@ class ConfigError(UserError):
     """The configuration is invalid; the message names the key (dotted path) and what is wrong."""
 
 
+# --- field checks (declared per key in the dataclasses below; run by ``Section.validate``) ----------
+
+_ENDPOINT = re.compile(r"^\[?[0-9A-Za-z.:_-]*\]?:\d{1,5}$")
+SESSION_KEYS = ("trace_id", "attributes", "regex", "window")
+SESSION_ORDERS = ("time", "arrival")
+PROTOCOLS = ("grpc", "http")
+
+
+class Check:
+    """A one-key check: ``check(path, value)`` raises ``ConfigError`` naming ``path``; ``str(check)``
+    is what the generated docs show in the type column. ``None`` values (unset optional keys) pass."""
+
+    def __call__(self, path: str, value: Any) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class OneOf(Check):
+    choices: tuple[str, ...]
+
+    def __call__(self, path: str, value: Any) -> None:
+        if value is not None and value not in self.choices:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(self.choices)}")
+
+    def __str__(self) -> str:
+        return " | ".join(self.choices)
+
+
+@dataclass(frozen=True)
+class Positive(Check):
+    allow_zero: bool = False
+
+    def __call__(self, path: str, value: Any) -> None:
+        if value is not None and (value < 0 or (value == 0 and not self.allow_zero)):
+            raise ConfigError(f"{path}: must be {'>= 0' if self.allow_zero else '> 0'}, got {value}")
+
+    def __str__(self) -> str:
+        return ">= 0" if self.allow_zero else "> 0"
+
+
+@dataclass(frozen=True)
+class HostPort(Check):
+    def __call__(self, path: str, value: Any) -> None:
+        if value is not None and not _ENDPOINT.match(value):
+            raise ConfigError(f"{path}: expected host:port, got {value!r}")
+
+    def __str__(self) -> str:
+        return "host:port"
+
+
+@dataclass(frozen=True)
+class NonEmpty(Check):
+    def __call__(self, path: str, value: Any) -> None:
+        if not value:
+            raise ConfigError(f"{path}: must be set")
+
+    def __str__(self) -> str:
+        return "non-empty"
+
+
+def option(default: Any = dataclasses.MISSING, *, doc: str, check: Check | None = None,
+        factory: Callable[[], Any] | None = None, example: Any = None) -> Any:
+    """A config key: its default (or ``factory`` for lists and mappings), the description the docs
+    show, an optional ``Check``, and an ``example`` value for the docs' YAML skeleton where the
+    default is not a useful one."""
+    metadata = {"doc": doc, "check": check, "example": example}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def section(cls: type, doc: str) -> Any:
+    """A nested section (a ``Section`` dataclass) with the description the docs show."""
+    return dataclasses.field(default_factory=cls, metadata={"doc": doc})
+
+
+class Section:
+    """Base of every section dataclass. ``validate(path)`` runs each key's declared ``Check`` and
+    validates nested sections (``path`` is the section's dotted YAML path, "" at the top); sections
+    with cross-key rules override it, calling ``super().validate(path)`` first. Raises ``ConfigError``."""
+
+    def validate(self, path: str) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            where = _join(path, f.name)
+            if isinstance(value, Section):
+                value.validate(where)
+            elif f.metadata.get("check") is not None:
+                f.metadata["check"](where, value)
+
+
 # --- sections ---------------------------------------------------------------------------------------
 
 
 @dataclass
-class GrpcReceiverConfig:
-    endpoint: str | None = "0.0.0.0:4317"  # None disables the receiver
-    max_message_bytes: int = 16 * MiB
+class GrpcReceiverConfig(Section):
+    endpoint: str | None = option(
+        "0.0.0.0:4317", check=HostPort(), doc="OTLP/gRPC `LogsService/Export` listen address; null disables"
+    )
+    max_message_bytes: int = option(
+        16 * MiB, check=Positive(), doc="largest request (after gzip decompression); larger: `RESOURCE_EXHAUSTED`"
+    )
 
 
 @dataclass
-class HttpReceiverConfig:
-    endpoint: str | None = "0.0.0.0:4318"  # None disables the receiver
-    max_body_bytes: int = 16 * MiB
+class HttpReceiverConfig(Section):
+    endpoint: str | None = option(
+        "0.0.0.0:4318",
+        check=HostPort(),
+        doc="OTLP/HTTP `POST /v1/logs` (protobuf, JSON, gzip) listen address; null disables",
+    )
+    max_body_bytes: int = option(
+        16 * MiB, check=Positive(), doc="largest request body (after gzip decompression); larger: 413"
+    )
 
 
 @dataclass
-class ReceiversConfig:
-    grpc: GrpcReceiverConfig = field(default_factory=GrpcReceiverConfig)
-    http: HttpReceiverConfig = field(default_factory=HttpReceiverConfig)
+class ReceiversConfig(Section):
+    grpc: GrpcReceiverConfig = section(GrpcReceiverConfig, "OTLP/gRPC receiver")
+    http: HttpReceiverConfig = section(HttpReceiverConfig, "OTLP/HTTP receiver")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.grpc.endpoint is None and self.http.endpoint is None:
+            raise ConfigError(f"{path}: at least one of grpc.endpoint and http.endpoint must be set")
 
 
 @dataclass
-class RetryConfig:
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-    # 0 = never give up on a retryable failure (nothing is dropped; the receivers push back instead).
-    # > 0: a batch still failing after this long is dropped and counted in records_dropped.
-    max_elapsed_s: float = 0.0
+class RetryConfig(Section):
+    initial_backoff_s: float = option(0.5, check=Positive(), doc="first retry delay (exponential backoff, jitter)")
+    max_backoff_s: float = option(30.0, check=Positive(), doc="longest retry delay")
+    max_elapsed_s: float = option(
+        0.0,
+        check=Positive(allow_zero=True),
+        doc="0 = retry until delivered (the receivers push back instead); > 0: a batch still failing "
+        "after this long is dropped and counted in `records_dropped`",
+    )
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ConfigError(f"{path}.max_backoff_s: must be >= initial_backoff_s")
 
 
 @dataclass
-class ForwardConfig:
-    endpoint: str = "http://127.0.0.1:14317"
-    protocol: str = "grpc"  # grpc | http
-    timeout_s: float = 10.0
-    retry: RetryConfig = field(default_factory=RetryConfig)
-    queue_max_records: int = 200_000
-    batch_max_records: int = 8192  # records per forwarded request at most
-    max_in_flight: int = 2  # concurrent export requests
-    compression: str = "none"  # none | gzip
-    headers: dict[str, str] = field(default_factory=dict)
-    drain_timeout_s: float = 30.0  # on shutdown: how long to keep delivering what is buffered
+class ForwardConfig(Section):
+    endpoint: str = option(
+        "http://127.0.0.1:14317",
+        check=NonEmpty(),
+        doc="where enriched logs go (the Collector's second receiver); `https://` = TLS",
+    )
+    protocol: str = option(
+        "grpc", check=OneOf(PROTOCOLS), doc="`http` posts protobuf to `<endpoint>/v1/logs`"
+    )
+    timeout_s: float = option(10.0, check=Positive(), doc="per forwarded request")
+    retry: RetryConfig = section(RetryConfig, "retries of retryable failures")
+    queue_max_records: int = option(
+        200_000, check=Positive(), doc="closed records not yet delivered; above it the receivers push back"
+    )
+    batch_max_records: int = option(8192, check=Positive(), doc="records per forwarded request at most")
+    max_in_flight: int = option(2, check=Positive(), doc="concurrent forwarded requests")
+    compression: str = option("none", check=OneOf(("none", "gzip")), doc="of forwarded requests")
+    headers: dict[str, str] = option(
+        factory=dict, doc="extra gRPC metadata / HTTP headers (e.g. a tenant id); also on spans and metrics"
+    )
+    drain_timeout_s: float = option(
+        30.0, check=Positive(allow_zero=True), doc="on SIGTERM: how long to keep delivering what is held"
+    )
 
 
 @dataclass
-class TracesConfig:
-    enabled: bool = True
-    endpoint: str | None = None  # default: forward.endpoint
-    protocol: str | None = None  # default: forward.protocol
-    only_anomalies: bool = False  # export a span for anomalous sessions only
+class TracesConfig(Section):
+    enabled: bool = option(True, doc="a span `log.anomaly.session` per scored trace-keyed session")
+    endpoint: str | None = option(None, doc="null: `forward.endpoint`")
+    protocol: str | None = option(None, check=OneOf(PROTOCOLS), doc="null: `forward.protocol`")
+    only_anomalies: bool = option(False, doc="true: a span only for sessions over the threshold")
 
 
 @dataclass
-class SemanticMappingConfig:
-    enabled: bool = False  # map templates unseen in training to the nearest training template by meaning
-    min_cosine: float | None = None  # None: the bundle's value, chosen on its normal training templates
+class SemanticMappingConfig(Section):
+    enabled: bool = option(
+        False, doc="map templates unseen in training to the nearest training template by meaning"
+    )
+    min_cosine: float | None = option(
+        None, doc="within [-1, 1]; null: the bundle's value, chosen on its normal training templates"
+    )
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
+            raise ConfigError(f"{path}.min_cosine: must be within [-1, 1] or null, got {self.min_cosine}")
 
 
 @dataclass
-class ParsingConfig:
-    # ``field`` is a key of this section, so ``dataclasses.field`` is spelled out below.
-    field: str = "body"  # body | attributes.<name> | body.<kvlist key>
-    masking: str = "default"
-    masking_by_service: dict[str, str] = dataclasses.field(default_factory=dict)
-    custom_masking: list[dict[str, str]] = dataclasses.field(default_factory=list)
-    state_file: str | None = None
-    state_save_interval_s: float = 60.0
-    max_line_chars: int = 8192
-    semantic_mapping: SemanticMappingConfig = dataclasses.field(default_factory=SemanticMappingConfig)
+class ParsingConfig(Section):
+    field: str = option("body", doc="what is parsed: `body`, `attributes.<name>` or `body.<kvlist key>`")
+    masking: str = option(
+        "default",
+        doc="masking preset: default, hdfs, bgl, thunderbird, openstack, hadoop, spark, linux, kubernetes",
+    )
+    masking_by_service: dict[str, str] = option(factory=dict, doc="`service.name` -> masking preset")
+    custom_masking: list[dict[str, str]] = option(
+        factory=list, doc='extra masking rules: `[{regex: "...", mask_with: "ID"}]`'
+    )
+    state_file: str | None = option(
+        None, doc="Drain3 state (JSON) persisted here, and loaded at start when it exists"
+    )
+    state_save_interval_s: float = option(60.0, check=Positive(), doc="how often the parser state is saved")
+    max_line_chars: int = option(
+        8192, check=Positive(), doc="longer bodies are parsed truncated (flag: `<prefix>.body_truncated`)"
+    )
+    semantic_mapping: SemanticMappingConfig = section(
+        SemanticMappingConfig, "unseen templates -> nearest training template by meaning"
+    )
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if not (self.field == "body" or re.fullmatch(r"(attributes|body)\.[^\s]+", self.field)):
+            raise ConfigError(
+                f"{path}.field: expected body, attributes.<name> or body.<key>, got {self.field!r}"
+            )
+        for i, rule in enumerate(self.custom_masking):
+            if set(rule) != {"regex", "mask_with"}:
+                raise ConfigError(f"{path}.custom_masking[{i}]: expected keys regex and mask_with")
+            try:
+                re.compile(rule["regex"])
+            except re.error as exc:
+                raise ConfigError(f"{path}.custom_masking[{i}].regex: {exc}") from None
 
 
 @dataclass
-class WindowConfig:
-    size_s: float = 60.0
-    slide_s: float = 60.0
+class WindowConfig(Section):
+    size_s: float = option(60.0, check=Positive(), doc="window length")
+    slide_s: float = option(60.0, check=Positive(), doc="window start spacing; < size_s = sliding windows")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.slide_s > self.size_s:
+            raise ConfigError(f"{path}.slide_s: must be <= size_s (a gap between windows loses records)")
 
 
 @dataclass
-class SessionsConfig:
-    key: str = "trace_id"  # trace_id | attributes | regex | window
-    resource_attributes: list[str] = field(default_factory=list)
-    record_attributes: list[str] = field(default_factory=list)
-    regex: str | None = None
-    window: WindowConfig = field(default_factory=WindowConfig)
-    order: str = "time"  # time | arrival: the key order a closed session is scored in
-    inactivity_timeout_s: float = 5.0
-    max_length: int = 512
-    max_age_s: float = 60.0
-    max_open_sessions: int = 200_000
-    max_buffered_records: int = 2_000_000
+class SessionsConfig(Section):
+    key: str = option("trace_id", check=OneOf(SESSION_KEYS), doc="what groups records into sessions")
+    resource_attributes: list[str] = option(
+        factory=list, doc="for key `attributes` / `window` (e.g. `[service.name, k8s.pod.name]`)"
+    )
+    record_attributes: list[str] = option(factory=list, doc="for key `attributes` / `window`")
+    regex: str | None = option(
+        None, doc="for key `regex`, e.g. `'blk_-?\\d+'` (first capture group if any, else whole match)"
+    )
+    window: WindowConfig = section(WindowConfig, "for key `window`")
+    order: str = option(
+        "time", check=OneOf(SESSION_ORDERS), doc="order of a session's keys when it is scored"
+    )
+    inactivity_timeout_s: float = option(5.0, check=Positive(), doc="a session closes after this long without records")
+    max_length: int = option(512, check=Positive(), doc="a session closes at this many keys")
+    max_age_s: float = option(60.0, check=Positive(), doc="a session closes at this age")
+    max_open_sessions: int = option(200_000, check=Positive(), doc="above it the oldest sessions close early")
+    max_buffered_records: int = option(
+        2_000_000, check=Positive(), doc="keys held by open sessions; above it the oldest sessions close early"
+    )
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.key == "attributes" and not (self.resource_attributes or self.record_attributes):
+            raise ConfigError(f"{path}: key 'attributes' needs resource_attributes or record_attributes")
+        if self.key == "regex":
+            if not self.regex:
+                raise ConfigError(f"{path}.regex: key 'regex' needs a regular expression")
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ConfigError(f"{path}.regex: {exc}") from None
+        if self.key == "window" and (self.window.size_s / self.window.slide_s) > 64:
+            raise ConfigError(f"{path}.window: size_s / slide_s must be <= 64 (each record joins that many)")
 
 
 @dataclass
-class TritonConfig:
-    url: str = "127.0.0.1:8001"
-    model_name: str | None = None
-    timeout_s: float = 1.0
+class TritonConfig(Section):
+    url: str = option("127.0.0.1:8001", doc="Triton's gRPC address")
+    model_name: str | None = option(None, doc="null: the name `otel-logbert export` gave the bundle's model")
+    timeout_s: float = option(1.0, doc="per inference request")
 
 
 @dataclass
-class ScoringConfig:
-    scorer: str = "embedded"  # embedded | triton
-    bundle: str | None = None
-    routes: dict[str, str] = field(default_factory=dict)  # service.name -> bundle directory
-    threshold: str = "static"  # static | dtpm
-    batch_size: int = 256
-    batch_timeout_ms: float = 20.0
-    timeout_s: float = 2.0
-    threads: int = 1  # ONNX Runtime intra-op threads per embedded scorer
-    triton: TritonConfig = field(default_factory=TritonConfig)
+class ScoringConfig(Section):
+    scorer: str = option(
+        "embedded", check=OneOf(("embedded", "triton")), doc="`embedded`: ONNX Runtime in-process"
+    )
+    bundle: str | None = option(
+        None,
+        example="/models/hdfs-fastlogad",
+        doc="bundle directory; required unless learn-only (`learn.enabled: true`, `learn.score: false`)",
+    )
+    routes: dict[str, str] = option(factory=dict, doc="`service.name` -> bundle directory (others use `bundle`)")
+    threshold: str = option(
+        "static",
+        check=OneOf(("static", "dtpm")),
+        doc="`dtpm`: dynamic, per `service.name` (needs `dtpm` in the bundle's threshold.json)",
+    )
+    batch_size: int = option(256, check=Positive(), doc="sessions per scoring batch at most")
+    batch_timeout_ms: float = option(
+        20.0, check=Positive(), doc="while the scorer is busy, the longest a batch waits to fill (idle: at once)"
+    )
+    timeout_s: float = option(2.0, check=Positive(), doc="a batch not scored by then goes on unscored")
+    threads: int = option(1, check=Positive(allow_zero=True), doc="ONNX Runtime intra-op threads per embedded scorer")
+    triton: TritonConfig = section(TritonConfig, "for scorer `triton`")
 
 
 @dataclass
-class AttributesConfig:
-    prefix: str = "log.anomaly"
-    template: str = "log.record.template"
+class AttributesConfig(Section):
+    prefix: str = option("log.anomaly", doc="prefix of the attributes written on records (DESIGN.md)")
+    template: str = option("log.record.template", doc="attribute that carries the record's template")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if not self.prefix or not self.template:
+            raise ConfigError(f"{path}: prefix and template must be non-empty")
 
 
 @dataclass
-class OtlpMetricsConfig:
-    enabled: bool = False
-    endpoint: str | None = None  # default: forward.endpoint when forward.protocol is grpc
-    interval_s: float = 30.0
+class OtlpMetricsConfig(Section):
+    enabled: bool = option(False, doc="also export the metrics over OTLP")
+    endpoint: str | None = option(None, doc="null: `forward.endpoint`")
+    protocol: str | None = option(
+        None, check=OneOf(PROTOCOLS), doc="null: `forward.protocol`; `http` posts to `<endpoint>/v1/metrics`"
+    )
+    interval_s: float = option(30.0, check=Positive(), doc="export interval")
+
+    def target(self, forward: ForwardConfig) -> tuple[str, str] | None:
+        """Where metrics are exported: ``(endpoint, protocol)``, each defaulting to ``forward``'s;
+        None when ``enabled`` is false."""
+        if not self.enabled:
+            return None
+        return self.endpoint or forward.endpoint, self.protocol or forward.protocol
 
 
 @dataclass
-class TelemetryConfig:
-    endpoint: str | None = "0.0.0.0:13133"  # None disables /healthz, /readyz, /metrics
-    otlp_metrics: OtlpMetricsConfig = field(default_factory=OtlpMetricsConfig)
-    log_format: str = "json"  # json | text
+class TelemetryConfig(Section):
+    endpoint: str | None = option(
+        "0.0.0.0:13133", check=HostPort(), doc="`GET /healthz`, `/readyz`, `/metrics` (Prometheus); null disables"
+    )
+    otlp_metrics: OtlpMetricsConfig = section(OtlpMetricsConfig, "periodic OTLP metrics export")
+    log_format: str = option("json", check=OneOf(("json", "text")), doc="of the sidecar's own logs (stderr)")
 
 
 @dataclass
-class LearnConfig:
-    enabled: bool = False
-    output: str | None = None
-    score: bool = True
+class LearnConfig(Section):
+    enabled: bool = option(False, doc="record closed sessions for `otel-logbert train`")
+    output: str | None = option(None, doc="file, one session per line (required when enabled)")
+    score: bool = option(True, doc="keep scoring while learning (false = learn-only, no bundle needed)")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.enabled and not self.output:
+            raise ConfigError(f"{path}.output: required when learn.enabled is true (a file path)")
 
 
 @dataclass
-class SidecarConfig:
-    receivers: ReceiversConfig = field(default_factory=ReceiversConfig)
-    forward: ForwardConfig = field(default_factory=ForwardConfig)
-    traces: TracesConfig = field(default_factory=TracesConfig)
-    parsing: ParsingConfig = field(default_factory=ParsingConfig)
-    sessions: SessionsConfig = field(default_factory=SessionsConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    attributes: AttributesConfig = field(default_factory=AttributesConfig)
-    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
-    learn: LearnConfig = field(default_factory=LearnConfig)
+class SidecarConfig(Section):
+    receivers: ReceiversConfig = section(ReceiversConfig, "where the Collector sends logs")
+    forward: ForwardConfig = section(ForwardConfig, "where enriched logs go")
+    traces: TracesConfig = section(TracesConfig, "span events for trace-keyed sessions")
+    parsing: ParsingConfig = section(ParsingConfig, "body -> log key (Drain3)")
+    sessions: SessionsConfig = section(SessionsConfig, "grouping records into sessions and closing them")
+    scoring: ScoringConfig = section(ScoringConfig, "the model and how sessions reach it")
+    attributes: AttributesConfig = section(AttributesConfig, "names written on records")
+    telemetry: TelemetryConfig = section(TelemetryConfig, "the sidecar's own health, metrics and logs")
+    learn: LearnConfig = section(LearnConfig, "learn mode: record sessions to train on")
 
     @property
     def scoring_enabled(self) -> bool:
         """False only in learn-only mode (``learn.enabled`` and not ``learn.score``)."""
         return not (self.learn.enabled and not self.learn.score)
+
+    def validate(self, path: str = "") -> None:
+        """Every section's checks, then the rules that span sections. Raises ``ConfigError``."""
+        super().validate(path)
+        if self.scoring_enabled and not self.scoring.bundle:
+            raise ConfigError(
+                f"{_join(path, 'scoring.bundle')}: required (a bundle directory) unless learn-only "
+                "(learn.enabled: true, learn.score: false)"
+            )
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -345,23 +577,29 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
         key_tp, value_tp = typing.get_args(tp)
         return {_coerce(key_tp, k, path): _coerce(value_tp, v, f"{path}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
-    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in this module's schema
+    return _scalar(tp, value, path)
+
+
+def _not_bool(kinds: tuple[type, ...]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, kinds) and not isinstance(value, bool)
+
+
+# scalar type -> (accepts a YAML value, what the error says was expected); the value is then ``tp(value)``
+_SCALARS: dict[type, tuple[Callable[[Any], bool], str]] = {
+    bool: (lambda value: isinstance(value, bool), "true or false"),
+    int: (_not_bool((int,)), "an integer"),
+    float: (_not_bool((int, float)), "a number"),
+    str: (_not_bool((str, int, float)), "a string"),
+}
+
+
+def _scalar(tp: Any, value: Any, path: str) -> Any:
+    if tp not in _SCALARS:
+        raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in this module's schema
+    accepts, expected = _SCALARS[tp]
+    if not accepts(value):
+        raise ConfigError(f"{path}: expected {expected}, got {_describe(value)}")
+    return tp(value)
 
 
 def _join(path: str, key: str) -> str:
@@ -374,114 +612,10 @@ def _describe(value: Any) -> str:
 
 # --- validation -------------------------------------------------------------------------------------
 
-_ENDPOINT = re.compile(r"^\[?[0-9A-Za-z.:_-]*\]?:\d{1,5}$")
-SESSION_KEYS = ("trace_id", "attributes", "regex", "window")
-SESSION_ORDERS = ("time", "arrival")
-PROTOCOLS = ("grpc", "http")
-
-
-def _choice(path: str, value: str | None, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
-
-
-def _positive(path: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-
-def _listen(path: str, endpoint: str | None) -> None:
-    if endpoint is not None and not _ENDPOINT.match(endpoint):
-        raise ConfigError(f"{path}: expected host:port, got {endpoint!r}")
-
 
 def validate(c: SidecarConfig) -> None:
-    """Cross-field checks the types cannot express. Raises ``ConfigError``."""
-    _listen("receivers.grpc.endpoint", c.receivers.grpc.endpoint)
-    _listen("receivers.http.endpoint", c.receivers.http.endpoint)
-    _listen("telemetry.endpoint", c.telemetry.endpoint)
-    if c.receivers.grpc.endpoint is None and c.receivers.http.endpoint is None:
-        raise ConfigError("receivers: at least one of grpc.endpoint and http.endpoint must be set")
-    _positive("receivers.grpc.max_message_bytes", c.receivers.grpc.max_message_bytes)
-    _positive("receivers.http.max_body_bytes", c.receivers.http.max_body_bytes)
-
-    f = c.forward
-    _choice("forward.protocol", f.protocol, PROTOCOLS)
-    _choice("forward.compression", f.compression, ("none", "gzip"))
-    if not f.endpoint:
-        raise ConfigError("forward.endpoint: must be set")
-    for name in ("timeout_s", "queue_max_records", "batch_max_records", "max_in_flight"):
-        _positive(f"forward.{name}", getattr(f, name))
-    _positive("forward.drain_timeout_s", f.drain_timeout_s, allow_zero=True)
-    _positive("forward.retry.initial_backoff_s", f.retry.initial_backoff_s)
-    _positive("forward.retry.max_backoff_s", f.retry.max_backoff_s)
-    _positive("forward.retry.max_elapsed_s", f.retry.max_elapsed_s, allow_zero=True)
-    if f.retry.max_backoff_s < f.retry.initial_backoff_s:
-        raise ConfigError("forward.retry.max_backoff_s: must be >= initial_backoff_s")
-    if c.traces.protocol is not None:
-        _choice("traces.protocol", c.traces.protocol, PROTOCOLS)
-
-    p = c.parsing
-    if not (p.field == "body" or re.fullmatch(r"(attributes|body)\.[^\s]+", p.field)):
-        raise ConfigError(f"parsing.field: expected body, attributes.<name> or body.<key>, got {p.field!r}")
-    _positive("parsing.max_line_chars", p.max_line_chars)
-    _positive("parsing.state_save_interval_s", p.state_save_interval_s)
-    cosine = p.semantic_mapping.min_cosine
-    if cosine is not None and not -1.0 <= cosine <= 1.0:
-        raise ConfigError(f"parsing.semantic_mapping.min_cosine: must be within [-1, 1] or null, got {cosine}")
-    for i, rule in enumerate(p.custom_masking):
-        if set(rule) != {"regex", "mask_with"}:
-            raise ConfigError(f"parsing.custom_masking[{i}]: expected keys regex and mask_with")
-        try:
-            re.compile(rule["regex"])
-        except re.error as exc:
-            raise ConfigError(f"parsing.custom_masking[{i}].regex: {exc}") from None
-
-    s = c.sessions
-    _choice("sessions.key", s.key, SESSION_KEYS)
-    _choice("sessions.order", s.order, SESSION_ORDERS)
-    if s.key == "attributes" and not (s.resource_attributes or s.record_attributes):
-        raise ConfigError("sessions: key 'attributes' needs resource_attributes or record_attributes")
-    if s.key == "regex":
-        if not s.regex:
-            raise ConfigError("sessions.regex: key 'regex' needs a regular expression")
-        try:
-            re.compile(s.regex)
-        except re.error as exc:
-            raise ConfigError(f"sessions.regex: {exc}") from None
-    _positive("sessions.window.size_s", s.window.size_s)
-    _positive("sessions.window.slide_s", s.window.slide_s)
-    if s.window.slide_s > s.window.size_s:
-        raise ConfigError("sessions.window.slide_s: must be <= size_s (a gap between windows loses records)")
-    if s.key == "window" and (s.window.size_s / s.window.slide_s) > 64:
-        raise ConfigError("sessions.window: size_s / slide_s must be <= 64 (each record joins that many)")
-    for name in (
-        "inactivity_timeout_s",
-        "max_length",
-        "max_age_s",
-        "max_open_sessions",
-        "max_buffered_records",
-    ):
-        _positive(f"sessions.{name}", getattr(s, name))
-
-    sc = c.scoring
-    _choice("scoring.scorer", sc.scorer, ("embedded", "triton"))
-    _choice("scoring.threshold", sc.threshold, ("static", "dtpm"))
-    for name in ("batch_size", "batch_timeout_ms", "timeout_s"):
-        _positive(f"scoring.{name}", getattr(sc, name))
-    _positive("scoring.threads", sc.threads, allow_zero=True)
-    if c.scoring_enabled and not sc.bundle:
-        raise ConfigError(
-            "scoring.bundle: required (a bundle directory) unless learn-only "
-            "(learn.enabled: true, learn.score: false)"
-        )
-
-    if not c.attributes.prefix or not c.attributes.template:
-        raise ConfigError("attributes: prefix and template must be non-empty")
-    _choice("telemetry.log_format", c.telemetry.log_format, ("json", "text"))
-    _positive("telemetry.otlp_metrics.interval_s", c.telemetry.otlp_metrics.interval_s)
-    if c.learn.enabled and not c.learn.output:
-        raise ConfigError("learn.output: required when learn.enabled is true (a file path)")
+    """Every section's checks (``Section.validate``) and the cross-section rules. Raises ``ConfigError``."""
+    c.validate()
 
 
 def to_dict(config: SidecarConfig) -> dict[str, Any]:

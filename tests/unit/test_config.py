@@ -130,3 +130,95 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
     path.write_text("")
     c = load_config(path, environ={"OTEL_LOGBERT_SCORING_BUNDLE": "/b"})
     assert c.scoring.bundle == "/b"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"receivers": {"grpc": {"endpoint": None}, "http": {"endpoint": None}}},
+         r"^receivers: at least one of grpc\.endpoint and http\.endpoint must be set$"),
+        ({"receivers": {"http": {"max_body_bytes": 0}}}, r"^receivers\.http\.max_body_bytes: must be > 0, got 0$"),
+        ({"telemetry": {"endpoint": "13133"}}, r"^telemetry\.endpoint: expected host:port, got '13133'$"),
+        ({"forward": {"endpoint": ""}}, r"^forward\.endpoint: must be set$"),
+        ({"forward": {"compression": "zstd"}}, r"^forward\.compression: 'zstd' is not one of none, gzip$"),
+        ({"forward": {"drain_timeout_s": -1}}, r"^forward\.drain_timeout_s: must be >= 0, got -1\.0$"),
+        ({"forward": {"retry": {"initial_backoff_s": 2, "max_backoff_s": 1}}},
+         r"^forward\.retry\.max_backoff_s: must be >= initial_backoff_s$"),
+        ({"traces": {"protocol": "udp"}}, r"^traces\.protocol: 'udp' is not one of grpc, http$"),
+        ({"parsing": {"custom_masking": [{"regex": "x"}]}},
+         r"^parsing\.custom_masking\[0\]: expected keys regex and mask_with$"),
+        ({"parsing": {"custom_masking": [{"regex": "(", "mask_with": "X"}]}},
+         r"^parsing\.custom_masking\[0\]\.regex: "),
+        ({"parsing": {"semantic_mapping": {"min_cosine": 1.5}}},
+         r"^parsing\.semantic_mapping\.min_cosine: must be within \[-1, 1\] or null, got 1\.5$"),
+        ({"sessions": {"key": "window", "window": {"size_s": 65, "slide_s": 1}}},
+         r"^sessions\.window: size_s / slide_s must be <= 64"),
+        ({"scoring": {"bundle": "/b", "threads": -1}}, r"^scoring\.threads: must be >= 0, got -1$"),
+        ({"scoring": {"bundle": "/b", "scorer": "tf"}}, r"^scoring\.scorer: 'tf' is not one of embedded, triton$"),
+        ({"attributes": {"prefix": ""}}, r"^attributes: prefix and template must be non-empty$"),
+        ({"telemetry": {"log_format": "xml"}}, r"^telemetry\.log_format: 'xml' is not one of json, text$"),
+        ({"telemetry": {"otlp_metrics": {"protocol": "udp"}}},
+         r"^telemetry\.otlp_metrics\.protocol: 'udp' is not one of grpc, http$"),
+        ({"telemetry": {"otlp_metrics": {"interval_s": 0}}}, r"^telemetry\.otlp_metrics\.interval_s: must be > 0"),
+    ],
+)
+def test_every_section_rule_keeps_its_message(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({**BUNDLE, **data})
+
+
+def test_zero_is_allowed_where_documented() -> None:
+    c = config_from_dict({"scoring": {"bundle": "/b", "threads": 0},
+                          "forward": {"drain_timeout_s": 0, "retry": {"max_elapsed_s": 0}}})
+    assert c.scoring.threads == 0 and c.forward.drain_timeout_s == 0.0
+
+
+def test_a_section_validates_on_its_own_under_the_path_it_is_given() -> None:
+    from otel_logbert.config import RetryConfig, SessionsConfig, WindowConfig
+
+    with pytest.raises(ConfigError, match=r"^x\.retry\.max_backoff_s: must be >= initial_backoff_s$"):
+        RetryConfig(initial_backoff_s=2.0, max_backoff_s=1.0).validate("x.retry")
+    with pytest.raises(ConfigError, match=r"^s\.window\.slide_s: must be <= size_s"):
+        SessionsConfig(window=WindowConfig(size_s=1.0, slide_s=2.0)).validate("s")
+    with pytest.raises(ConfigError, match=r"^s\.max_length: must be > 0, got 0$"):
+        SessionsConfig(max_length=0).validate("s")
+    RetryConfig().validate("forward.retry")  # defaults are valid
+
+
+def test_every_key_and_section_has_a_description() -> None:
+    """The generated docs take descriptions from the fields' ``doc`` metadata; none may be missing."""
+    import dataclasses
+    import typing
+
+    from otel_logbert.config import Section, SidecarConfig
+
+    def missing(cls: type, path: str) -> list[str]:
+        hints, out = typing.get_type_hints(cls), []
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("doc"):
+                out.append(path + f.name)
+            if isinstance(hints[f.name], type) and issubclass(hints[f.name], Section):
+                out += missing(hints[f.name], f"{path}{f.name}.")
+        return out
+
+    assert missing(SidecarConfig, "") == []
+
+
+@pytest.mark.parametrize(
+    ("forward", "otlp", "target"),
+    [
+        ({}, {"enabled": False}, None),
+        ({}, {"enabled": True}, ("http://127.0.0.1:14317", "grpc")),
+        ({"protocol": "http", "endpoint": "http://c:4318"}, {"enabled": True}, ("http://c:4318", "http")),
+        ({"protocol": "http"}, {"enabled": True, "endpoint": "m:4317", "protocol": "grpc"}, ("m:4317", "grpc")),
+    ],
+)
+def test_otlp_metrics_target_defaults_to_the_forward_endpoint_and_protocol(forward: dict, otlp: dict,
+                                                                           target: tuple | None) -> None:
+    c = config_from_dict({**BUNDLE, "forward": forward, "telemetry": {"otlp_metrics": otlp}})
+    assert c.telemetry.otlp_metrics.target(c.forward) == target
+
+
+def test_otlp_metrics_protocol_has_an_environment_override() -> None:
+    c = config_from_dict(BUNDLE, environ={"OTEL_LOGBERT_TELEMETRY_OTLP_METRICS_PROTOCOL": "http"})
+    assert c.telemetry.otlp_metrics.protocol == "http"
