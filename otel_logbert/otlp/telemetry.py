@@ -1,8 +1,10 @@
 """The sidecar's own telemetry: metrics, health endpoints, structured logs.
 
-Metrics are OpenTelemetry SDK instruments (``Metrics``), read two ways: a Prometheus reader behind
+Metrics are OpenTelemetry SDK instruments (``Metrics``, built from the table in
+``otlp/instruments.py``), read two ways: a Prometheus reader behind
 ``GET /metrics`` (names like ``otel_logbert_records_received_total``) and, when
-``telemetry.otlp_metrics.enabled``, a periodic OTLP exporter. ``TelemetryServer`` serves
+``telemetry.otlp_metrics.enabled``, a periodic OTLP exporter (gRPC or HTTP, see
+``telemetry.otlp_metrics.protocol``). ``TelemetryServer`` serves
 ``/healthz`` (200 while the process runs), ``/readyz`` (200 once receivers listen and every scorer
 is ready, 503 otherwise and while shutting down) and ``/metrics``. ``JsonFormatter`` writes one JSON
 object per log line, with the ``extra`` fields of the call.
@@ -13,124 +15,67 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from otel_logbert import __version__
+from otel_logbert.otlp.instruments import METRICS
 
-# Seconds; fine at the low end, where the close -> forwarded latency target (50 ms) lies.
-LATENCY_BUCKETS_S = (
-    0.001,
-    0.002,
-    0.005,
-    0.01,
-    0.015,
-    0.02,
-    0.025,
-    0.03,
-    0.04,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-
+if TYPE_CHECKING:
+    from otel_logbert.config import SidecarConfig
 
 class Metrics:
-    """Every instrument the sidecar records. ``gauges`` maps gauge names to callables read at
-    collection time (set by the sidecar once its parts exist)."""
+    """Every instrument of ``otlp.instruments.METRICS``, built from that table: counters and
+    histograms as attributes (``metrics.records_received.add(1, {"protocol": "grpc"})``), gauges read
+    at collection time from ``gauges[<key>]`` (callables the sidecar sets once its parts exist; a
+    gauge without one reports nothing). A Prometheus reader always backs ``prometheus_text()``;
+    ``readers`` adds others (``from_config``: the periodic OTLP exporter)."""
 
-    def __init__(self, otlp_endpoint: str | None = None, otlp_interval_s: float = 30.0) -> None:
+    def __init__(self, readers: Sequence[MetricReader] = ()) -> None:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
         self.registry = CollectorRegistry()
-        readers: list[MetricReader] = [PrometheusMetricReader(registry=self.registry)]
-        if otlp_endpoint:
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-            insecure = not otlp_endpoint.startswith("https://")
-            exporter = OTLPMetricExporter(endpoint=otlp_endpoint.split("://", 1)[-1], insecure=insecure)
-            readers.append(
-                PeriodicExportingMetricReader(exporter, export_interval_millis=otlp_interval_s * 1000)
-            )
         resource = Resource.create({"service.name": "otel-logbert", "service.version": __version__})
-        self.provider = MeterProvider(metric_readers=readers, resource=resource)
+        self.provider = MeterProvider(
+            metric_readers=[PrometheusMetricReader(registry=self.registry), *readers], resource=resource
+        )
         meter = self.provider.get_meter("otel_logbert.sidecar", __version__)
-
-        self.records_received = meter.create_counter(
-            "otel_logbert.records.received", unit="{record}", description="Log records accepted"
-        )
-        self.records_forwarded = meter.create_counter(
-            "otel_logbert.records.forwarded", unit="{record}", description="Log records delivered downstream"
-        )
-        self.records_dropped = meter.create_counter(
-            "otel_logbert.records.dropped",
-            unit="{record}",
-            description="Log records lost: permanent downstream errors, downstream partial success, shutdown",
-        )
-        self.records_unsessioned = meter.create_counter(
-            "otel_logbert.records.unsessioned", unit="{record}", description="Records without a session key"
-        )
-        self.requests_refused = meter.create_counter(
-            "otel_logbert.requests.refused",
-            unit="{request}",
-            description="Export requests answered with an error, by reason",
-        )
-        self.sessions_closed = meter.create_counter(
-            "otel_logbert.sessions.closed", unit="{session}", description="Sessions closed, by reason"
-        )
-        self.sessions_scored = meter.create_counter(
-            "otel_logbert.sessions.scored", unit="{session}", description="Sessions scored"
-        )
-        self.sessions_unscored = meter.create_counter(
-            "otel_logbert.sessions.unscored", unit="{session}", description="Sessions not scored, by outcome"
-        )
-        self.sessions_anomalous = meter.create_counter(
-            "otel_logbert.sessions.anomalous", unit="{session}", description="Scored sessions over threshold"
-        )
-        self.forward_retries = meter.create_counter(
-            "otel_logbert.forward.retries",
-            unit="{request}",
-            description="Forward attempts that will be retried",
-        )
-        self.spans = meter.create_counter(
-            "otel_logbert.spans", unit="{span}", description="Anomaly spans, by outcome"
-        )
-        self.scoring_duration = meter.create_histogram(
-            "otel_logbert.scoring.duration",
-            unit="s",
-            description="Time to score one batch part",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
-        )
-        self.forward_latency = meter.create_histogram(
-            "otel_logbert.session.forward_latency",
-            unit="s",
-            description="From session close to its records being acknowledged downstream",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
-        )
         self.gauges: dict[str, Callable[[], float]] = {}
-        for name, description in (
-            ("sessions.open", "Open sessions"),
-            ("buffer.records", "Log keys held by open sessions"),
-            ("buffer.fill", "buffer.records / sessions.max_buffered_records"),
-            ("queue.records", "Records closed but not yet delivered (scoring + forward queue)"),
-            ("queue.fill", "queue.records / forward.queue_max_records"),
-        ):
-            meter.create_observable_gauge(
-                f"otel_logbert.{name}", callbacks=[self._gauge_callback(name)], description=description
-            )
+        for spec in METRICS:
+            if spec.kind == "counter":
+                setattr(self, spec.attr, meter.create_counter(spec.name, spec.unit, spec.description))
+            elif spec.kind == "histogram":
+                instrument = meter.create_histogram(
+                    spec.name, spec.unit, spec.description, explicit_bucket_boundaries_advisory=spec.buckets
+                )
+                setattr(self, spec.attr, instrument)
+            else:
+                meter.create_observable_gauge(
+                    spec.name, [self._gauge_callback(spec.attr)], spec.unit, spec.description
+                )
+
+    @classmethod
+    def from_config(cls, config: SidecarConfig) -> Metrics:
+        """The sidecar's metrics: Prometheus, plus OTLP export every ``telemetry.otlp_metrics.interval_s``
+        to ``OtlpMetricsConfig.target`` when enabled (with ``forward``'s timeout and headers)."""
+        otlp = config.telemetry.otlp_metrics
+        target = otlp.target(config.forward)
+        if target is None:
+            return cls()
+        endpoint, protocol = target
+        exporter = build_metric_exporter(endpoint, protocol, config.forward.timeout_s, config.forward.headers)
+        return cls([PeriodicExportingMetricReader(exporter, export_interval_millis=otlp.interval_s * 1000)])
+
+    def __getattr__(self, name: str) -> Any:
+        """Only reached for names that are not instruments (those are set in ``__init__``)."""
+        raise AttributeError(f"Metrics has no instrument {name!r} (metrics are declared in otlp/instruments.py)")
 
     def _gauge_callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -143,7 +88,27 @@ class Metrics:
         return generate_latest(self.registry)
 
     def shutdown(self) -> None:
+        """Flush the OTLP exporter (a last export) and stop every reader."""
         self.provider.shutdown()
+
+
+def build_metric_exporter(endpoint: str, protocol: str, timeout_s: float, headers: dict[str, str]) -> MetricExporter:
+    """opentelemetry-sdk's OTLP metric exporter for ``endpoint`` (``http(s)://host:port`` or
+    ``host:port``): gRPC ``MetricsService/Export``, or for ``protocol == "http"`` protobuf posted to
+    ``<endpoint>/v1/metrics``."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
+
+        return GrpcExporter(
+            endpoint=endpoint.split("://", 1)[-1],
+            insecure=not endpoint.startswith("https://"),
+            timeout=timeout_s,
+            headers=headers or None,
+        )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
+
+    base = endpoint if "://" in endpoint else f"http://{endpoint}"
+    return HttpExporter(endpoint=base.rstrip("/") + "/v1/metrics", timeout=timeout_s, headers=headers or None)
 
 
 class TelemetryServer:

@@ -99,11 +99,9 @@ def build_pipeline(
 
 
 def build_metrics(config: SidecarConfig) -> Metrics:
-    """The sidecar's instruments; OTLP metrics export when ``telemetry.otlp_metrics.enabled``
-    (to its endpoint, else the forward endpoint)."""
-    otlp_metrics = config.telemetry.otlp_metrics
-    endpoint = (otlp_metrics.endpoint or config.forward.endpoint) if otlp_metrics.enabled else None
-    return Metrics(endpoint, otlp_metrics.interval_s)
+    """The sidecar's instruments; OTLP metrics export when ``telemetry.otlp_metrics.enabled``, to
+    ``OtlpMetricsConfig.target`` (endpoint and protocol default to the forward section's)."""
+    return Metrics.from_config(config)
 
 
 def build_router(config: SidecarConfig) -> Router:
