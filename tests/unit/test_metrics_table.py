@@ -216,8 +216,12 @@ def test_http_forwarding_sidecar_exports_its_metrics_over_http(http_otlp: HttpOt
     assert received_total == 3
     headers, _ = http_otlp.metrics[0]
     assert headers["Content-Type"] == "application/x-protobuf" and headers["x-tenant"] == "t1"
+    exported = set()
     for _, body in http_otlp.metrics:
-        assert body.resource_metrics[0].resource.attributes[0].value.string_value  # service.name etc.
+        resource = {kv.key: kv.value.string_value for kv in body.resource_metrics[0].resource.attributes}
+        assert resource["service.name"] == "otel-logbert"
         for name, point in data_points(body):
+            exported.add(name)
             assert name in SPECS, name  # nothing undeclared is exported
             assert {kv.key for kv in point.attributes} <= set(SPECS[name].attributes), name
+    assert {m.name for m in METRICS if m.kind == "gauge"} <= exported  # the sidecar feeds every gauge
