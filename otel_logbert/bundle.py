@@ -12,6 +12,7 @@ Layout (file names are constants below):
     drain3.json        Drain3 parser state, when trained on raw log lines
     semantic.json      training template embeddings, min_cosine and the centroid baseline (``train --semantic``;
                        see ``parsing.semantic``)
+    baselines.json     the count-vector baseline fitted on the normal training split (``training.baselines``)
     metrics.json       written by ``eval``
     model.onnx         written by ``export``; input ``tokens`` int64 [batch, seq]; outputs
                        ``score`` float32 [batch] and ``evidence`` float32 [batch, seq] (1 = unexpected)

@@ -47,7 +47,8 @@ def parse_overrides(items: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from otel_logbert.export import export_onnx
-    from otel_logbert.training.data import read_sessions
+    from otel_logbert.training.baselines import fit_baselines, save_baselines
+    from otel_logbert.training.data import read_sessions, split_normal
     from otel_logbert.training.trainer import save_trained, train_model
 
     data = read_sessions(args.train, session_regex=args.session_regex, masking=args.masking)
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     bundle = save_trained(args.out, args.model, model.cpu(), vocab, threshold, metadata, data.drain_state)
     if not args.no_export:
         export_onnx(bundle.path)
+    train_split, val_split = split_normal(data.sessions, metadata["training"]["val_fraction"], args.seed)
+    save_baselines(bundle.path, fit_baselines(train_split, val_split, vocab, threshold["quantile"]))
     if args.semantic:
         from otel_logbert.parsing.semantic import MiniLMEncoder, fit_bundle_index, save_index
 

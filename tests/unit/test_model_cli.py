@@ -49,7 +49,7 @@ def bundle_dir(request, hdfs_subset, tmp_path_factory) -> Path:
 def test_bundle_is_json_onnx_safetensors(bundle_dir):
     names = {p.name for p in bundle_dir.iterdir()}
     assert {"bundle.json", "config.json", "vocab.json", "threshold.json", "metadata.json",
-            "weights.safetensors", "model.onnx"} <= names
+            "weights.safetensors", "model.onnx", "baselines.json"} <= names
     assert not any(n.endswith((".pt", ".pkl", ".pickle", ".bin")) for n in names)
     bundle = load_bundle(bundle_dir, require_onnx=True)
     assert bundle.static_threshold == json.loads((bundle_dir / "threshold.json").read_text())["threshold"]
@@ -78,7 +78,10 @@ def test_eval_writes_metrics_json_and_plot(bundle_dir, hdfs_subset, tmp_path, ca
     assert metrics["anomalous_sessions"] == len(read_sessions(hdfs_subset["abnormal"]).sessions) == 155
     assert out_png.stat().st_size > 10_000 and out_png.read_bytes()[:4] == b"\x89PNG"
     assert (bundle_dir / "metrics.json").exists()
-    assert "F1 at paper mix" in capsys.readouterr().out
+    assert set(metrics["baselines"]) == {"new-event", "counts-pca"}  # measured beside the model by default
+    assert metrics["baselines"]["new-event"]["normal_sessions"] == 151
+    out = capsys.readouterr().out
+    assert "F1 at paper mix" in out and "counts-pca" in out
 
 
 def test_training_is_deterministic_for_a_seed(hdfs_subset, tmp_path):

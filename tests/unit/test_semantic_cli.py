@@ -34,12 +34,12 @@ def test_eval_baseline_semantic_flags_sessions_far_from_the_normal_centroid(sema
     normal.write_text("\n".join([" ".join(keys[:3]), " ".join(keys[:2])]) + "\n")
     abnormal.write_text("\n".join([" ".join(keys[3:]), "999 998"]) + "\n")  # other events; nothing known
     assert main(["eval", "--bundle", str(path), "--normal", str(normal), "--abnormal", str(abnormal),
-                 "--baseline", "semantic", "--json", str(out)]) == 0
+                 "--baseline", "semantic", "--json", str(out), "--no-save"]) == 0
     metrics = json.loads(out.read_text())
-    assert metrics["model"] == "semantic-centroid"
-    assert (metrics["fp"], metrics["tp"]) == (0, 2)
+    assert metrics["model"] == "fastlogad" and set(metrics["baselines"]) == {"semantic-centroid"}
+    semantic = metrics["baselines"]["semantic-centroid"]
+    assert (semantic["fp"], semantic["tp"]) == (0, 2)
     assert "semantic-centroid" in capsys.readouterr().out
-    assert not (path / "metrics.json").exists()  # the model's metrics file is not overwritten
 
 
 def test_eval_baseline_needs_a_semantic_json(tmp_path, capsys):
