@@ -23,6 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--session-regex", default=None, metavar="RE",
                    help=r"raw log input: session id regex, e.g. HDFS 'blk_-?\d+'")
+    p.add_argument("--window", default=None, metavar="SIZE[/STEP]",
+                   help="raw log input without session ids: one session per window; time windows '300s/60s' "
+                        "(need --timestamp-regex) or line windows '100/20'; tumbling when STEP is left out")
+    p.add_argument("--content-regex", default=None, metavar="RE",
+                   help="with --window: the message part of a line (group 'content'), or a preset: hdfs, bgl")
+    p.add_argument("--timestamp-regex", default=None, metavar="RE",
+                   help="with time windows: group 1 = unix seconds, or a preset: bgl")
     p.add_argument("--masking", default="hdfs", help="masking preset for raw log input (default: hdfs)")
     p.add_argument("--config", type=Path, default=None, help="YAML with model: and training: sections")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -48,10 +55,13 @@ def parse_overrides(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     from otel_logbert.export import export_onnx
     from otel_logbert.training.baselines import fit_baselines, save_baselines
-    from otel_logbert.training.data import read_sessions, split_normal
+    from otel_logbert.training.data import RawWindows, read_sessions, split_normal
     from otel_logbert.training.trainer import save_trained, train_model
 
-    data = read_sessions(args.train, session_regex=args.session_regex, masking=args.masking)
+    if args.window and args.session_regex:
+        raise UserError("--window and --session-regex exclude each other (windows are for logs without ids)")
+    window = RawWindows(args.window, args.content_regex, args.timestamp_regex) if args.window else None
+    data = read_sessions(args.train, session_regex=args.session_regex, masking=args.masking, window=window)
     if args.semantic and data.drain_state is None:
         raise UserError("--semantic needs raw log lines (--session-regex) or a learn file with its parser state")
     model, vocab, threshold, metadata = train_model(
@@ -60,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     )
     metadata["train_file"] = str(args.train)
     metadata["sessions_in_file"] = len(data.sessions)
+    if window is not None:
+        metadata["window"] = {"spec": window.spec, "content_regex": window.content_regex,
+                              "timestamp_regex": window.timestamp_regex, "masking": args.masking}
     bundle = save_trained(args.out, args.model, model.cpu(), vocab, threshold, metadata, data.drain_state)
     if not args.no_export:
         export_onnx(bundle.path)

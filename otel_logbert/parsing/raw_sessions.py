@@ -20,8 +20,12 @@ logger = logging.getLogger(__name__)
 HDFS_CONTENT_REGEX = r"^\d{6} \d{6} \d+ [A-Z]+ [\w.$]+: (?P<content>.*)$"
 HDFS_SESSION_REGEX = r"blk_-?\d+"
 
+# BGL: "<alert label or -> <unix s> <date> <node> <time> <node> RAS KERNEL INFO <message>". The label
+# field must never reach the parser (it is the anomaly label).
+BGL_CONTENT_REGEX = r"^\S+ \d+ \S+ \S+ \S+ \S+ \S+ \S+ \S+ ?(?P<content>.*)$"
+
 # Presets for ``content_regex``, by log format name.
-CONTENT_REGEX_PRESETS: dict[str, str] = {"hdfs": HDFS_CONTENT_REGEX}
+CONTENT_REGEX_PRESETS: dict[str, str] = {"hdfs": HDFS_CONTENT_REGEX, "bgl": BGL_CONTENT_REGEX}
 
 
 @dataclass

@@ -6,6 +6,8 @@ Accepted session files (format detected from the first non-empty line):
 * CSV: ``id,sequence`` per line, with or without a header (``blk_1,5 5 22 11 9``).
 * Raw log lines plus a session-id regex (e.g. HDFS ``blk_-?\\d+``): parsed with Drain3; keys are
   cluster ids and the parser state travels in the bundle.
+* Raw log lines plus a window spec (``300s/60s`` time windows, ``100/20`` line windows; see
+  ``parsing.windows``): the same, one session per window.
 
 A DeepLog file written by the sidecar's learn mode has its Drain3 state beside it
 (``<stem>.drain3.json``); it is read too, so the bundle can parse raw records at serve time.
@@ -62,10 +64,13 @@ def _read_text(path: Path) -> str:
         raise InputError(path, f"not UTF-8 text (byte offset {exc.start})") from None
 
 
-def read_sessions(path: str | Path, session_regex: str | None = None, masking: str = "hdfs") -> SessionFile:
+def read_sessions(path: str | Path, session_regex: str | None = None, masking: str = "hdfs",
+                  window: RawWindows | None = None) -> SessionFile:
     """Read a session file (see module docstring). Raises ``InputError`` naming file and line."""
     path = Path(path)
     text = _read_text(path)
+    if window is not None:
+        return _read_raw_windows(path, text, window, masking)
     if session_regex is not None:
         return _read_raw_log(path, text, session_regex, masking)
     lines = text.splitlines()
@@ -126,6 +131,34 @@ def _read_raw_log(path: Path, text: str, session_regex: str, masking: str) -> Se
     if not grouped:
         raise InputError(path, f"no line matches the session regex {session_regex!r}")
     return SessionFile(path, [g[0] for g in grouped], [g[1] for g in grouped], drain_state=parser.to_json())
+
+
+@dataclass(frozen=True)
+class RawWindows:
+    """How raw lines become window sessions: ``spec`` (``300s/60s``, ``100/20``), the message's content
+    regex (or preset, e.g. ``bgl``), and for time windows the timestamp regex (or preset)."""
+
+    spec: str
+    content_regex: str | None = None
+    timestamp_regex: str | None = None
+
+
+def _read_raw_windows(path: Path, text: str, window: RawWindows, masking: str) -> SessionFile:
+    from otel_logbert.parsing.drain import LogParser
+    from otel_logbert.parsing.windows import WindowSpec, window_sessions
+
+    parser = LogParser(masking=masking)
+    try:
+        spec = WindowSpec.parse(window.spec)
+        windows = window_sessions(text.splitlines(), spec, lambda m: parser.parse(m).key,
+                                  window.content_regex, window.timestamp_regex)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    if not windows:
+        raise InputError(path, "no log lines: no windows")
+    unit = "s" if spec.seconds else ""
+    return SessionFile(path, [f"window@{w.start:.10g}{unit}" for w in windows], [w.keys for w in windows],
+                       drain_state=parser.to_json())
 
 
 def split_normal(
