@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The model benchmark of issue 2: train every model (and the ablations) on HDFS train_normal.txt,
 # evaluate on dev_normal.csv + dev_abnormal.csv, write runs/hdfs/<name>/{bundle,eval.json,scores.png}.
+# eval measures the new-event and counts-pca baselines beside each model (eval.json: "baselines").
+# BERT-LogAnom's ablations: without DTPM = the static rows, without GR-BiLSTM = loganom-no-grbilstm,
+# without both = loganom-no-grbilstm's static row.
 # Usage: benchmarks/hdfs_models.sh [SEED]   (about 10 minutes on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +25,8 @@ run() {  # name model [extra train args...] ; eval with static threshold, and DT
 }
 for spec in "fastlogad fastlogad" "fastlogad-paper-ops fastlogad --set generated_ops=[replace]" \
             "fastlogad-random fastlogad --set generator=random" "logbert logbert" \
-            "loganom loganom" "loganom-no-grbilstm loganom --set use_bilstm=false"; do
+            "loganom loganom" "loganom-paper-mean loganom --set score=mean" \
+            "loganom-no-grbilstm loganom --set use_bilstm=false"; do
   set -- $spec
   mkdir -p "$OUT/$1"
   run "$@"

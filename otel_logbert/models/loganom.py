@@ -5,10 +5,13 @@ distance of the attention-pooled session embedding z to the center c (mean z ove
 Score = an MLKP term over the per-key cross-entropies (every key predicted once with ``k`` interleaved
 mask patterns) + lambda * ||z - c||^2. The MLKP term is ``score``:
 
-* ``topk`` (the packaged config's): the mean of the ``top_k`` largest per-key losses. One surprising key weighs the
-  same in a session of 5 keys and of 120, and one rare-but-normal key does not decide alone (as with
-  ``max``, the largest single loss).
+* ``max`` (the packaged config's): the largest per-key loss. One surprising key weighs the same in a
+  session of 5 keys and of 120.
+* ``topk``: the mean of the ``top_k`` largest per-key losses.
+* ``graded``: LogBERT's graded surprise over the ranks (a key inside the calibrated top-g adds 0).
 * ``mean``: the paper's mean over all keys; one bad key is diluted by the length of the session.
+
+``benchmarks/loganom_score_choice.py`` compares them without labels.
 
 Per-key evidence: a key outside the top-g is unexpected (g calibrated on normal validation data, as
 for LogBERT). ``use_bilstm=False`` is the ablation without the GR-BiLSTM. The DTPM dynamic threshold
@@ -73,11 +76,19 @@ class GatedResidualBiLSTM(nn.Module):
         return self.norm(x + gate * y)
 
 
-SCORES = ("topk", "max", "mean")
+SCORES = ("graded", "max", "topk", "mean")
+
+
+def graded_surprise(ranks: torch.Tensor, real: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """LogBERT's graded surprise over the MLKP ranks (B, L) -> (B,): sum of max(0, log((rank + 1) / g)).
+    A key inside the top-g adds 0, one just outside a little, a never-seen key about log(2^20 / g)."""
+    surprise = torch.log((ranks.to(torch.float32) + 1.0) / g.to(torch.float32)).clamp_min(0.0)
+    return (surprise * real).sum(-1)
 
 
 def mlkp_term(ce: torch.Tensor, real: torch.Tensor, score: str, top_k: int) -> torch.Tensor:
-    """Per-key losses ce (B, L), 0 on padding (ce >= 0) -> the session's MLKP term (B,).
+    """Per-key losses ce (B, L), 0 on padding (ce >= 0) -> the session's MLKP term (B,) for ``score``
+    ``mean``, ``max`` or ``topk`` (``graded`` works on ranks: ``graded_surprise``).
 
     ``topk`` pads with zeros so ``k`` is a constant of the graph whatever the sequence length, and
     divides by min(k, real keys): a 2-key session's term is the mean of its 2 losses.
@@ -150,7 +161,10 @@ class LogAnom(nn.Module):
         """tokens (B, L) -> score (B,) = MLKP term + lambda * VHM, evidence (B, L) = top-g miss."""
         ce, ranks, distance = self.key_losses(tokens)
         real = tokens != PAD_ID
-        mlkp = mlkp_term(ce, real, self.cfg.score, self.cfg.top_k)
+        if self.cfg.score == "graded":
+            mlkp = graded_surprise(ranks, real, self.g)
+        else:
+            mlkp = mlkp_term(ce, real, self.cfg.score, self.cfg.top_k)
         unexpected = ((ranks >= self.g) & real).to(torch.float32)
         return mlkp + self.cfg.lam * distance, unexpected
 

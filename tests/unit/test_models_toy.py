@@ -17,11 +17,17 @@ SMALL = {"max_len": 16, "batch_size": 16, "scale_embeddings": False}
 EPOCHS = 16
 
 
-@pytest.fixture(scope="module", params=["logbert", "fastlogad", "loganom"])
+# loganom: the packaged top-k score; loganom-mean: the paper's mean over all keys.
+VARIANTS = {"logbert": ("logbert", {}), "fastlogad": ("fastlogad", {}), "loganom": ("loganom", {}),
+            "loganom-mean": ("loganom", {"score": "mean"})}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
 def trained(request):
     sessions = normal_sessions(300)
+    name, extra = VARIANTS[request.param]
     model, vocab, threshold, metadata = train_model(
-        request.param, sessions, epochs=EPOCHS, seed=0, overrides=SMALL, progress=False
+        name, sessions, epochs=EPOCHS, seed=0, overrides={**SMALL, **extra}, progress=False
     )
     return request.param, model, vocab, threshold
 
