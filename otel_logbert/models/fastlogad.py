@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from otel_logbert.models.encoder import Encoder, EncoderConfig
-from otel_logbert.models.masking import random_mask
+from otel_logbert.models.masked_keys import random_mask
 from otel_logbert.parsing.vocabulary import CLS_ID, MASK_ID, PAD_ID, UNK_ID
 
 

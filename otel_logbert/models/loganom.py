@@ -28,7 +28,7 @@ from torch import nn
 
 from otel_logbert.errors import UserError
 from otel_logbert.models.encoder import NEG_INF, Encoder, EncoderConfig
-from otel_logbert.models.masking import choose_g, key_ranks, pattern_hidden, random_mask
+from otel_logbert.models.masked_keys import choose_g, key_ranks, pattern_hidden, random_mask
 from otel_logbert.parsing.vocabulary import FIRST_KEY_ID, PAD_ID
 
 
