@@ -60,7 +60,7 @@ def make_scorer(bundle, runtime: str):
 
 def dynamic_thresholds(bundle, scores: np.ndarray, seed: int) -> np.ndarray:
     """DTPM over the sessions in a fixed shuffled order; returns the threshold each session met."""
-    from otel_logbert.models.threshold import DTPMParams, DynamicThreshold
+    from otel_logbert.scoring.dtpm import DTPMParams, DynamicThreshold
 
     policy = DynamicThreshold(DTPMParams.from_json(bundle.threshold["dtpm"]))
     thresholds = np.empty(len(scores))

@@ -15,7 +15,7 @@ mask patterns) + lambda * ||z - c||^2. The MLKP term is ``score``:
 
 Per-key evidence: a key outside the top-g is unexpected (g calibrated on normal validation data, as
 for LogBERT). ``use_bilstm=False`` is the ablation without the GR-BiLSTM. The DTPM dynamic threshold
-lives in ``models.threshold``.
+lives in ``scoring.dtpm``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The ``Scorer`` interface: batches of encoded sessions in, raw scores and per-key evidence out.
 
 A scorer knows nothing of thresholds: the caller applies a static threshold from the bundle or a
-dynamic one (``models.threshold``). Sessions longer than the model's ``max_len`` are scored in chunks
+dynamic one (``scoring.dtpm``). Sessions longer than the model's ``max_len`` are scored in chunks
 of ``max_len`` and the session score is the maximum over its chunks.
 """
 

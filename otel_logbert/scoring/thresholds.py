@@ -1,7 +1,7 @@
 """Threshold policies: raw session score -> the threshold it is compared against.
 
 ``scoring.threshold: static`` uses the bundle's threshold (chosen on normal validation data at
-training time). ``dtpm`` keeps one streaming ``DynamicThreshold`` (``models.threshold``) per session
+training time). ``dtpm`` keeps one streaming ``DynamicThreshold`` (``scoring.dtpm``) per session
 key group, here the ``service.name`` of the session's first record, so each service's score stream
 calibrates its own threshold. Policies are called from the sidecar's event loop, one session at a
 time, in closing order.
@@ -15,7 +15,7 @@ from typing import Protocol
 
 
 class StreamingThreshold(Protocol):
-    """What ``models.threshold.DynamicThreshold`` provides: judge a score, learn from it."""
+    """What ``scoring.dtpm.DynamicThreshold`` provides: judge a score, learn from it."""
 
     def update(self, score: float) -> tuple[float, bool]:
         """(threshold used, is_anomaly) for ``score``."""

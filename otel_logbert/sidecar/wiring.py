@@ -241,7 +241,7 @@ def _scorer(config: SidecarConfig, bundle: Bundle) -> Scorer:
 def _threshold(config: SidecarConfig, bundle: Bundle) -> ThresholdPolicy:
     if config.scoring.threshold == "static":
         return StaticThreshold(bundle.static_threshold)
-    from otel_logbert.models.threshold import DTPMParams, DynamicThreshold
+    from otel_logbert.scoring.dtpm import DTPMParams, DynamicThreshold
 
     data = bundle.threshold.get("dtpm")
     if not isinstance(data, dict):

@@ -24,9 +24,9 @@ from tqdm import tqdm
 from otel_logbert import bundle as bundle_io
 from otel_logbert.errors import BundleError, UserError
 from otel_logbert.models.registry import build_model, config_to_json, make_config
-from otel_logbert.models.threshold import fit_dtpm
 from otel_logbert.parsing.vocabulary import Vocabulary
 from otel_logbert.scoring.pytorch import TorchScorer
+from otel_logbert.scoring.dtpm import fit_dtpm
 from otel_logbert.training.config import load_training_config
 from otel_logbert.training.data import batches, pad, split_normal, to_chunks
 

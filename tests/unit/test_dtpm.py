@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from otel_logbert.models.threshold import DTPMParams, DynamicThreshold, fit_dtpm
+from otel_logbert.scoring.dtpm import DTPMParams, DynamicThreshold, fit_dtpm
 
 
 @pytest.fixture(scope="module")

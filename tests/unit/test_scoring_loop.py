@@ -197,8 +197,8 @@ def test_dynamic_threshold_caps_the_number_of_groups() -> None:
 
 
 def test_dtpm_policy_uses_the_bundle_parameters(tmp_path: Path) -> None:
-    """``scoring.threshold: dtpm`` builds ``models.threshold.DynamicThreshold`` from threshold.json."""
-    threshold_module = pytest.importorskip("otel_logbert.models.threshold")
+    """``scoring.threshold: dtpm`` builds ``scoring.dtpm.DynamicThreshold`` from threshold.json."""
+    threshold_module = pytest.importorskip("otel_logbert.scoring.dtpm")
     from otel_logbert.bundle import load_bundle, write_json
     from otel_logbert.config import config_from_dict
     from otel_logbert.errors import BundleError
