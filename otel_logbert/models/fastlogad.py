@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +24,7 @@ from torch import nn
 from otel_logbert.models.encoder import Encoder, EncoderConfig
 from otel_logbert.models.masked_keys import random_mask
 from otel_logbert.parsing.vocabulary import CLS_ID, MASK_ID, PAD_ID, UNK_ID
+from otel_logbert.training.faults import with_structural_faults
 
 
 @dataclass
@@ -59,50 +59,6 @@ class Generator(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(tokens)[:, 1:])  # (B, L, V)
-
-
-STRUCTURAL_OPS = ("delete", "swap", "repeat")
-
-
-def structural_fault(session: list[int], op: str, rng: random.Random, ratio: float) -> tuple[list[int], list[int]]:
-    """Apply a structural fault to one session of token ids. Returns (faulty session, per-key labels
-    with 1 on keys that are out of place). ``session`` has at least 2 keys."""
-    n = len(session)
-    labels = [0] * n
-    if op == "delete":
-        k = max(1, min(n - 1, round(ratio * n)))
-        kind = rng.random()
-        if kind < 1 / 3 and len(set(session)) > 1:  # a step missing: every record of one key gone
-            gone = rng.choice(sorted(set(session)))
-            keep = [i for i in range(n) if session[i] != gone]
-        elif kind < 2 / 3:  # a contiguous span: several steps missing, or a session cut off
-            start = rng.randrange(0, n - k + 1)
-            keep = [i for i in range(n) if not start <= i < start + k]
-        else:
-            keep = sorted(rng.sample(range(n), n - k))
-        return [session[i] for i in keep], [0] * len(keep)
-    if op == "swap":
-        if n >= 4 and rng.random() < 0.5:  # a block of steps moved elsewhere
-            k = rng.randint(2, max(2, min(n - 2, round(2 * ratio * n))))
-            start = rng.randrange(0, n - k + 1)
-            block, rest = session[start : start + k], session[:start] + session[start + k :]
-            at = rng.choice([i for i in range(len(rest) + 1) if i != start])
-            out = rest[:at] + block + rest[at:]
-            return out, [0] * at + [1] * k + [0] * (len(rest) - at)
-        pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if session[i] != session[j]]
-        if not pairs:
-            return session, labels
-        i, j = rng.choice(pairs)
-        out = list(session)
-        out[i], out[j] = out[j], out[i]
-        labels[i] = labels[j] = 1
-        return out, labels
-    if op == "repeat":
-        i = rng.randrange(n)
-        copies = rng.randint(2, 5)
-        faulty = session[: i + 1] + [session[i]] * copies + session[i + 1 :]
-        return faulty, labels[: i + 1] + [1] * copies + labels[i + 1 :]
-    raise ValueError(f"unknown generated op {op!r}")
 
 
 def replacement_weights(vocab_size: int, tokens: torch.Tensor, probs: torch.Tensor | None) -> torch.Tensor:
@@ -144,7 +100,8 @@ class FastLogAD(nn.Module):
     # -- training --------------------------------------------------------------------------------
     @torch.no_grad()
     def make_anomalies(self, tokens: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Replace a random share of keys by generated ones. Returns (anomalous tokens, replaced (B, L))."""
+        """Replace a random share of keys by generated ones, then apply the structural faults of
+        ``generated_ops`` (``training.faults``). Returns (anomalous tokens, replaced (B, L))."""
         masked, mask = random_mask(tokens, self.cfg.mask_ratio, generator)
         probs = None
         if self.generator is not None:
@@ -156,33 +113,9 @@ class FastLogAD(nn.Module):
         fake[mask] = sampled
         if set(self.cfg.generated_ops) <= {"replace"}:
             return fake, mask
-        return self._with_structural_faults(tokens, fake, mask, generator)
-
-    def _with_structural_faults(
-        self, tokens: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Give each session an op drawn from ``generated_ops``; sessions drawn a structural op get it
-        instead of the replacement. Re-pads to the widest result (at most ``max_len``)."""
-        rng = random.Random(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        ops = list(self.cfg.generated_ops)
-        rows, labels = [], []
-        for b in range(tokens.shape[0]):
-            length = int((tokens[b] != PAD_ID).sum())
-            op = rng.choice(ops)
-            if op == "replace" or length < 2:
-                rows.append(fake[b, :length].tolist())
-                labels.append(mask[b, :length].long().tolist())
-                continue
-            row, label = structural_fault(tokens[b, :length].tolist(), op, rng, self.cfg.mask_ratio)
-            rows.append(row[: self.cfg.max_len])
-            labels.append(label[: self.cfg.max_len])
-        width = max(len(r) for r in rows)
-        out = torch.full((len(rows), width), PAD_ID, dtype=torch.int64)
-        out_labels = torch.zeros((len(rows), width), dtype=torch.bool)
-        for b, (row, label) in enumerate(zip(rows, labels, strict=True)):
-            out[b, : len(row)] = torch.tensor(row, dtype=torch.int64)
-            out_labels[b, : len(label)] = torch.tensor(label, dtype=torch.bool)
-        return out, out_labels
+        return with_structural_faults(
+            tokens, fake, mask, generator, self.cfg.generated_ops, self.cfg.mask_ratio, self.cfg.max_len
+        )
 
     def loss(self, tokens: torch.Tensor, generator: torch.Generator, epoch: int) -> tuple[torch.Tensor, dict]:
         phase = self.phase(epoch)
