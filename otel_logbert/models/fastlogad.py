@@ -81,15 +81,25 @@ class FastLogAD(nn.Module):
         # The hypersphere embedding: a projection of h_CLS. The encoder ends in a LayerNorm, which pins
         # ||h_CLS|| near sqrt(D); the projection lets normal sessions actually move towards the origin.
         self.sphere_head = nn.Linear(cfg.d_model, cfg.d_model)
+        # The hypersphere's center is the origin, fixed: the trainer has no center to refit.
+        self.center: torch.Tensor | None = None
 
     def embedding(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, 1+L, D) discriminator states -> (B, D) hypersphere embedding of the session."""
         return self.sphere_head(hidden[:, 0])
 
-    @property
-    def epochs(self) -> int:
+    def session_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L) -> (B, D) hypersphere embedding of the unmodified sessions."""
+        return self.embedding(self.encoder(tokens))
+
+    def train_epochs(self, configured: int) -> int:
+        """The sum of the phases' epochs (generator, RTD, separation); ``configured`` if that is 0."""
         gen = self.cfg.gen_epochs if self.generator is not None else 0
-        return gen + self.cfg.rtd_epochs + self.cfg.sep_epochs
+        return gen + self.cfg.rtd_epochs + self.cfg.sep_epochs or configured
+
+    def calibrate(self, tokens: torch.Tensor) -> dict[str, float]:
+        """Nothing to calibrate: score and evidence come straight from the discriminator."""
+        return {}
 
     def phase(self, epoch: int) -> str:
         gen = self.cfg.gen_epochs if self.generator is not None else 0
@@ -133,7 +143,7 @@ class FastLogAD(nn.Module):
         stats = {"rtd": rtd.item()}
         if phase == "rtd":
             return rtd, stats
-        normal_sq = (self.embedding(self.encoder(tokens)) ** 2).sum(-1)  # (B,)
+        normal_sq = (self.session_embedding(tokens) ** 2).sum(-1)  # (B,)
         fake_sq = (self.embedding(hidden_fake) ** 2).sum(-1)
         separation = normal_sq.mean() - torch.log(-torch.expm1(-fake_sq) + 1e-6).mean()
         stats.update(normal_norm=normal_sq.sqrt().mean().item(), anomaly_norm=fake_sq.sqrt().mean().item())

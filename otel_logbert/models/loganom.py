@@ -131,9 +131,8 @@ class LogAnom(nn.Module):
         weights = torch.softmax(logits, dim=-1)  # (B, 1+L)
         return (weights.unsqueeze(-1) * hidden).sum(1)
 
-    @property
-    def has_center(self) -> bool:
-        return True
+    def train_epochs(self, configured: int) -> int:
+        return configured
 
     # -- training --------------------------------------------------------------------------------
     def loss(self, tokens: torch.Tensor, generator: torch.Generator, epoch: int) -> tuple[torch.Tensor, dict]:
@@ -144,7 +143,8 @@ class LogAnom(nn.Module):
         return mlkp + self.cfg.lam * vhm, {"mlkp": mlkp.item(), "vhm": vhm.item()}
 
     @torch.no_grad()
-    def cls_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+    def session_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L) -> (B, D) attention-pooled z, the embedding whose training mean is the center."""
         return self.pooled(self.contextual(tokens), tokens)
 
     # -- detection -------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ class LogAnom(nn.Module):
         logits = self.mlkp_head(hidden)  # (B, L, V)
         ce = -F.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, L)
         ce = ce.masked_fill(tokens == PAD_ID, 0.0)
-        distance = ((self.cls_embedding(tokens) - self.center) ** 2).sum(-1)
+        distance = ((self.session_embedding(tokens) - self.center) ** 2).sum(-1)
         return ce, key_ranks(logits, tokens), distance
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

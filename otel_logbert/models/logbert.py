@@ -51,12 +51,12 @@ class LogBERT(nn.Module):
         vhm = ((hidden[:, 0] - self.center) ** 2).sum(-1).mean()
         return mlkp + self.cfg.alpha * vhm, {"mlkp": mlkp.item(), "vhm": vhm.item()}
 
-    @property
-    def has_center(self) -> bool:
-        return True
+    def train_epochs(self, configured: int) -> int:
+        return configured
 
     @torch.no_grad()
-    def cls_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+    def session_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L) -> (B, D) h_CLS, the embedding whose training mean is the center."""
         return self.encoder(tokens)[:, 0]  # (B, D)
 
     # -- detection -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from otel_logbert import bundle as bundle_io
 from otel_logbert.errors import BundleError, UserError
+from otel_logbert.models.encoder import EncoderConfig
 from otel_logbert.models.registry import build_model, config_to_json, make_config
 from otel_logbert.parsing.vocabulary import Vocabulary
 from otel_logbert.scoring.pytorch import TorchScorer
@@ -58,16 +59,40 @@ def _set_epochs(model_name: str, model_cfg: dict, training: dict, epochs: int | 
     model_cfg.update(dict(zip(phases, scaled, strict=True)))
 
 
-def _epochs(model: nn.Module, training: dict) -> int:
-    return int(getattr(model, "epochs", 0) or training["epochs"])
+class TrainableModel(Protocol):
+    """What the trainer needs of a model, beyond ``nn.Module``; LogBERT, FastLogAD and BERT-LogAnom
+    provide all of it (``models.registry`` builds them)."""
+
+    cfg: EncoderConfig
+    # The hypersphere center, refitted by the trainer as the mean ``session_embedding`` of the training
+    # chunks before training and after each epoch; None when the model's center is fixed.
+    center: torch.Tensor | None
+
+    def train_epochs(self, configured: int) -> int:
+        """How many epochs to train, given the training config's ``epochs``."""
+        ...
+
+    def loss(self, tokens: torch.Tensor, generator: torch.Generator, epoch: int) -> tuple[torch.Tensor, dict]:
+        """(loss to minimise, named float statistics for the log) for a batch (B, L) of normal chunks."""
+        ...
+
+    def session_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L) -> (B, D), the embedding the center is the mean of."""
+        ...
+
+    def calibrate(self, tokens: torch.Tensor) -> dict[str, float]:
+        """Set the detection parameters from normal validation chunks (N, L); returns them (the
+        bundle's ``threshold.json`` ``detection``)."""
+        ...
 
 
 @torch.no_grad()
-def _update_center(model: nn.Module, chunks: Sequence[Sequence[int]], batch_size: int) -> None:
+def _update_center(model: TrainableModel, chunks: Sequence[Sequence[int]], batch_size: int) -> None:
+    assert model.center is not None
     model.eval()
     total = None
     for tokens in batches(chunks, batch_size * 4):
-        emb = model.cls_embedding(tokens).sum(0)
+        emb = model.session_embedding(tokens).sum(0)
         total = emb if total is None else total + emb
     model.center.copy_(total / len(chunks))
 
@@ -102,14 +127,14 @@ def train_model(
     train_sessions, val_sessions = split_normal(sessions, training["val_fraction"], seed)
     vocab = Vocabulary.from_sessions(sessions)
     config = make_config(model_name, {**model_values, "vocab_size": len(vocab)})
-    model = build_model(model_name, config).to(device)
+    model = cast(TrainableModel, build_model(model_name, config).to(device))
     train_chunks = to_chunks(train_sessions, vocab, config.max_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
-    n_epochs = _epochs(model, training)
+    n_epochs = int(model.train_epochs(training["epochs"]))
     steps_per_epoch = -(-len(train_chunks) // training["batch_size"])
     losses: list[dict[str, float]] = []
     started = time.perf_counter()
-    has_center = getattr(model, "has_center", False)
+    has_center = model.center is not None
     if has_center:
         _update_center(model, train_chunks, training["batch_size"])
     with tqdm(total=n_epochs * steps_per_epoch, desc=f"train {model_name}", unit="step",
@@ -134,11 +159,9 @@ def train_model(
     train_seconds = time.perf_counter() - started
 
     model.eval()
-    detection: dict[str, Any] = {}
     val_chunks = to_chunks(val_sessions, vocab, config.max_len)
-    if hasattr(model, "calibrate"):
-        with torch.no_grad():
-            detection = model.calibrate(pad(val_chunks))
+    with torch.no_grad():
+        detection = model.calibrate(pad(val_chunks))
     scorer = TorchScorer(model, model_name=model_name, model_version="")
     val_scores = np.array([s.score for s in scorer.score([vocab.encode(s) for s in val_sessions])])
     quantile = float(training["threshold_quantile"])
@@ -190,7 +213,7 @@ def save_trained(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / bundle_io.WEIGHTS_FILE))
     digest = hashlib.sha256((out / bundle_io.WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
-    center = getattr(model, "center", None)
+    center = cast(TrainableModel, model).center
     bundle = bundle_io.Bundle(
         path=out,
         model=model_name,
