@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 
         embedded = OnnxScorer(bundle, threads=1)
         with TritonServer(repo, work / "server") as server:
-            batching = TritonScorer(bundle, url=server.grpc_url, model_name=f"{base}-batching",
+            batching = TritonScorer(bundle, url=server.grpc_url, triton_model_name=f"{base}-batching",
                                     timeout_s=30, deadline_s=60)
-            plain = TritonScorer(bundle, url=server.grpc_url, model_name=f"{base}-nobatching",
+            plain = TritonScorer(bundle, url=server.grpc_url, triton_model_name=f"{base}-nobatching",
                                  timeout_s=30, deadline_s=60)
             modes = {"embedded": embedded.score, "triton+batching": batching.score, "triton-batching": plain.score}
             stats = {"triton+batching": triton_counts(server.grpc_url, f"{base}-batching"),

@@ -1,12 +1,12 @@
 """Scoring through NVIDIA Triton Inference Server over gRPC (``scoring.scorer: triton``).
 
-    scorer = TritonScorer(bundle, url="127.0.0.1:8001")      # model name: default_model_name(bundle)
-    scores = scorer.score(sessions)                          # from a worker thread (the sidecar's)
-    scores = await scorer.score_async(sessions)              # or on an event loop
+    scorer = TritonScorer(bundle, url="127.0.0.1:8001")      # Triton model: default_model_name(bundle)
+    scores = scorer.score(sessions)                          # blocking: from a worker thread (the sidecar's)
 
 Sessions are chunked, sorted by length and padded to length buckets by
 ``otel_logbert.scoring.batching.score_sessions``, exactly as the embedded scorer does, so both score
-identical tensors and Triton's dynamic batcher can merge requests of the same padded length.
+identical tensors and Triton's dynamic batcher can merge requests of the same padded length (from
+concurrent callers: one client is shared by the threads that call ``score``).
 
 Failure contract (the sidecar fails open on ``ScoringError``: records go on ``unscored``):
 
@@ -30,7 +30,6 @@ ready + model ready) and refreshes it in a background thread at most every ``REA
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import threading
@@ -44,6 +43,7 @@ import numpy as np
 from otel_logbert.bundle import Bundle
 from otel_logbert.scoring.base import Scorer, ScoringError, SessionScore
 from otel_logbert.scoring.batching import score_sessions
+from otel_logbert.triton.repository import PARAM_MAX_LEN, PARAM_MODEL_VERSION, default_model_name
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,6 @@ READY_CACHE_S = 1.0
 STATUS_TIMEOUT_S = 0.5
 
 INPUT, SCORE, EVIDENCE = "tokens", "score", "evidence"
-PARAM_MODEL_VERSION = "otel_logbert.model_version"
-PARAM_MAX_LEN = "otel_logbert.max_len"
 # gRPC status codes worth another attempt: the server is (re)starting, overloaded or slow.
 RETRYABLE = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"})
 
@@ -148,8 +146,10 @@ class TritonScorer(Scorer):
     """A ``Scorer`` backed by a model in Triton (see the module docstring for the failure contract).
 
     Nothing is contacted in the constructor: a sidecar starts (and fails open) while Triton is down.
-    ``model_name`` defaults to ``default_model_name(bundle)``, the name ``otel-logbert export
-    --triton-repo`` gives the model. ``deadline_s`` defaults to twice ``timeout_s``.
+    Two names: ``model_name`` is the bundle's model (``fastlogad``, ..., as for every ``Scorer``);
+    ``triton_model_name`` is the model in Triton's repository, by default ``default_model_name(bundle)``,
+    the name ``otel-logbert export --triton-repo`` gives it. ``deadline_s`` defaults to twice
+    ``timeout_s``. ``score`` may be called from several threads at once.
     """
 
     def __init__(
@@ -157,7 +157,7 @@ class TritonScorer(Scorer):
         bundle: Bundle,
         *,
         url: str = DEFAULT_URL,
-        model_name: str | None = None,
+        triton_model_name: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         deadline_s: float | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -168,11 +168,9 @@ class TritonScorer(Scorer):
     ) -> None:
         import tritonclient.grpc  # noqa: F401 - fail here, with ImportError, when the client is missing
 
-        from otel_logbert.triton.repository import default_model_name
-
         self.bundle = bundle
         self.url = url
-        self.triton_model = model_name or default_model_name(bundle)
+        self.triton_model_name = triton_model_name or default_model_name(bundle)
         self.model_name = bundle.model
         self.model_version = bundle.model_version
         self.max_len = bundle.max_len
@@ -183,8 +181,6 @@ class TritonScorer(Scorer):
         self.backoff_s = backoff_s
         self.breaker = CircuitBreaker(failure_threshold, reset_timeout_s)
         self._client: Any = None
-        self._aio_client: Any = None
-        self._aio_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._checked_batch: int | None = None  # request size, set once the model has been checked
         self._status = TritonStatus(False, False, "not checked yet")
@@ -200,27 +196,8 @@ class TritonScorer(Scorer):
         self.breaker.before_call()
         deadline = time.monotonic() + self.deadline_s
         try:
-            batch = self._batch_limit_sync(deadline)
-            results = score_sessions(
-                sessions, lambda tokens: self._infer_sync(tokens, deadline), self.max_len, batch
-            )
-        except Exception as exc:
-            raise self._failed(exc) from exc
-        self.breaker.record_success()
-        return results
-
-    async def score_async(self, sessions: Sequence[Sequence[int]]) -> list[SessionScore]:
-        """Score through Triton with the asyncio client; the batches of one call are sent
-        concurrently (so Triton may batch them together). Same contract as ``score``."""
-        if not sessions:
-            return []
-        self.breaker.before_call()
-        deadline = time.monotonic() + self.deadline_s
-        try:
-            batch = await self._batch_limit_async(deadline)
-            planned = _plan(sessions, self.max_len, batch)
-            outputs = await asyncio.gather(*(self._infer_async(tokens, deadline) for tokens in planned))
-            results = _assemble(sessions, outputs, self.max_len, batch)
+            batch = self._batch_limit(deadline)
+            results = score_sessions(sessions, lambda tokens: self._infer(tokens, deadline), self.max_len, batch)
         except Exception as exc:
             raise self._failed(exc) from exc
         self.breaker.record_success()
@@ -233,64 +210,39 @@ class TritonScorer(Scorer):
         self._checked_batch = None  # re-check the model on the next connection
         if isinstance(exc, ScoringError):
             return exc
-        return ScoringError(f"Triton {self.url} model {self.triton_model!r}: {message}")
+        return ScoringError(f"Triton {self.url} model {self.triton_model_name!r}: {message}")
 
     # --- one request -----------------------------------------------------------------------------
 
-    def _infer_sync(self, tokens: np.ndarray, deadline: float) -> tuple[np.ndarray, np.ndarray]:
-        client = self._sync_client()
+    def _infer(self, tokens: np.ndarray, deadline: float) -> tuple[np.ndarray, np.ndarray]:
+        client = self._get_client()
         for attempt in range(self.retries + 1):
             timeout = _remaining(deadline, self.timeout_s)
             try:
-                result = client.infer(self.triton_model, _inputs(tokens), outputs=_outputs(),
+                result = client.infer(self.triton_model_name, _inputs(tokens), outputs=_outputs(),
                                       client_timeout=timeout)
                 return _parse(result, tokens)
             except Exception as exc:
-                self._retry_or_raise(exc, attempt, deadline, time.sleep)
+                self._retry_or_raise(exc, attempt, deadline)
         raise AssertionError("unreachable")
 
-    async def _infer_async(self, tokens: np.ndarray, deadline: float) -> tuple[np.ndarray, np.ndarray]:
-        client = self._async_client()
-        for attempt in range(self.retries + 1):
-            timeout = _remaining(deadline, self.timeout_s)
-            try:
-                result = await client.infer(self.triton_model, _inputs(tokens), outputs=_outputs(),
-                                            client_timeout=timeout)
-                return _parse(result, tokens)
-            except Exception as exc:
-                delay = self._retry_or_raise(exc, attempt, deadline, None)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
-
-    def _retry_or_raise(
-        self, exc: Exception, attempt: int, deadline: float, sleep: Callable[[float], None] | None
-    ) -> float:
+    def _retry_or_raise(self, exc: Exception, attempt: int, deadline: float) -> None:
         """Re-raise ``exc`` unless it is transient and another attempt fits before the deadline;
-        else wait (``sleep``, or return the delay for the async caller to await)."""
+        else wait before the next attempt (exponential backoff with jitter)."""
         if _status_of(exc) not in RETRYABLE or attempt >= self.retries:
             raise exc
         delay = min(MAX_BACKOFF_S, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
         if time.monotonic() + delay >= deadline:
             raise exc
         log.debug("triton request failed; retrying", extra={"attempt": attempt + 1, "error": _describe(exc)})
-        if sleep is not None:
-            sleep(delay)
-        return delay
+        time.sleep(delay)
 
     # --- the model: identity and batch limit -----------------------------------------------------
 
-    def _batch_limit_sync(self, deadline: float) -> int:
+    def _batch_limit(self, deadline: float) -> int:
         if self._checked_batch is None:
-            config = self._sync_client().get_model_config(
-                self.triton_model, as_json=True, client_timeout=_remaining(deadline, self.timeout_s)
-            )
-            self._checked_batch = self._check_model(config)
-        return self._checked_batch
-
-    async def _batch_limit_async(self, deadline: float) -> int:
-        if self._checked_batch is None:
-            config = await self._async_client().get_model_config(
-                self.triton_model, as_json=True, client_timeout=_remaining(deadline, self.timeout_s)
+            config = self._get_client().get_model_config(
+                self.triton_model_name, as_json=True, client_timeout=_remaining(deadline, self.timeout_s)
             )
             self._checked_batch = self._check_model(config)
         return self._checked_batch
@@ -301,16 +253,16 @@ class TritonScorer(Scorer):
         parameters = config.get("parameters", {})
         served = parameters.get(PARAM_MODEL_VERSION, {}).get("string_value")
         if served is None:
-            log.warning("triton model carries no otel_logbert.model_version; cannot check it matches the bundle",
-                        extra={"model": self.triton_model})
+            log.warning(f"triton model carries no {PARAM_MODEL_VERSION}; cannot check it matches the bundle",
+                        extra={"model": self.triton_model_name})
         elif served != self.model_version:
             raise ScoringError(
-                f"Triton model {self.triton_model!r} serves bundle {served}, but the sidecar encodes sessions "
+                f"Triton model {self.triton_model_name!r} serves bundle {served}, but the sidecar encodes sessions "
                 f"for {self.model_version}; export this bundle with --triton-repo or fix scoring.triton.model_name"
             )
         max_len = parameters.get(PARAM_MAX_LEN, {}).get("string_value")
         if max_len is not None and int(max_len) != self.max_len:
-            raise ScoringError(f"Triton model {self.triton_model!r} has max_len {max_len}, bundle {self.max_len}")
+            raise ScoringError(f"Triton model {self.triton_model_name!r} has max_len {max_len}, bundle {self.max_len}")
         max_batch = int(config.get("max_batch_size", 0) or 0)
         return min(self.batch_size, max_batch) if max_batch > 0 else self.batch_size
 
@@ -318,25 +270,25 @@ class TritonScorer(Scorer):
 
     def status(self) -> TritonStatus:
         """Check now (blocking, short timeouts): server ready, then the model ready. Never raises."""
-        client = self._sync_client()
+        client = self._get_client()
         try:
             if not client.is_server_ready(client_timeout=STATUS_TIMEOUT_S):
                 return TritonStatus(False, False, f"Triton {self.url} is not ready")
         except Exception as exc:
             return TritonStatus(False, False, f"Triton {self.url} unreachable: {_describe(exc)}")
         try:
-            if client.is_model_ready(self.triton_model, client_timeout=STATUS_TIMEOUT_S):
+            if client.is_model_ready(self.triton_model_name, client_timeout=STATUS_TIMEOUT_S):
                 return TritonStatus(True, True)
             index = client.get_model_repository_index(as_json=True, client_timeout=STATUS_TIMEOUT_S)
         except Exception as exc:
-            return TritonStatus(True, False, f"model {self.triton_model!r}: {_describe(exc)}")
+            return TritonStatus(True, False, f"model {self.triton_model_name!r}: {_describe(exc)}")
         models = {m.get("name"): m for m in index.get("models", [])}
-        entry = models.get(self.triton_model)
+        entry = models.get(self.triton_model_name)
         if entry is None:
-            return TritonStatus(True, False, f"model {self.triton_model!r} is unknown to Triton {self.url} "
+            return TritonStatus(True, False, f"model {self.triton_model_name!r} is unknown to Triton {self.url} "
                                              f"(it serves: {', '.join(sorted(models)) or 'nothing'})")
         state, why = entry.get("state", "UNKNOWN"), entry.get("reason", "")
-        return TritonStatus(True, False, f"model {self.triton_model!r} is not ready in Triton {self.url} "
+        return TritonStatus(True, False, f"model {self.triton_model_name!r} is not ready in Triton {self.url} "
                                          f"(state {state}{': ' + why if why else ''})")
 
     def ready(self) -> bool:
@@ -363,7 +315,7 @@ class TritonScorer(Scorer):
 
     # --- clients ---------------------------------------------------------------------------------
 
-    def _sync_client(self) -> Any:
+    def _get_client(self) -> Any:
         with self._lock:
             if self._client is None:
                 import tritonclient.grpc as grpcclient
@@ -371,31 +323,15 @@ class TritonScorer(Scorer):
                 self._client = grpcclient.InferenceServerClient(self.url)
             return self._client
 
-    def _async_client(self) -> Any:
-        """The asyncio client of the running loop (made again when called from another loop)."""
-        loop = asyncio.get_running_loop()
-        if self._aio_client is None or self._aio_loop is not loop:
-            import tritonclient.grpc.aio as aioclient
-
-            self._aio_client, self._aio_loop = aioclient.InferenceServerClient(self.url), loop
-        return self._aio_client
-
     def close(self) -> None:
-        """Close the sync client (idempotent). Use ``aclose`` for the asyncio client."""
+        """Close the client (idempotent)."""
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
             client.close()
 
-    async def aclose(self) -> None:
-        """Close both clients (idempotent)."""
-        client, self._aio_client = self._aio_client, None
-        if client is not None:
-            await client.close()
-        self.close()
 
-
-# --- helpers shared by the sync and async paths --------------------------------------------------
+# --- request and response tensors --------------------------------------------------------------
 
 
 def _inputs(tokens: np.ndarray) -> list[Any]:
@@ -423,26 +359,6 @@ def _parse(result: Any, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ScoringError(f"Triton returned score {score.shape} / evidence {evidence.shape} for "
                            f"tokens {tokens.shape}")
     return score, evidence
-
-
-def _plan(sessions: Sequence[Sequence[int]], max_len: int, batch_size: int) -> list[np.ndarray]:
-    """The padded batches ``score_sessions`` would send, in order (without scoring anything)."""
-    planned: list[np.ndarray] = []
-
-    def record(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        planned.append(tokens)
-        return np.zeros(tokens.shape[0], dtype=np.float32), np.zeros(tokens.shape, dtype=np.float32)
-
-    score_sessions(sessions, record, max_len, batch_size)
-    return planned
-
-
-def _assemble(
-    sessions: Sequence[Sequence[int]], outputs: Sequence[tuple[np.ndarray, np.ndarray]], max_len: int, batch_size: int
-) -> list[SessionScore]:
-    """Merge per-batch outputs (in ``_plan``'s order) back into one score per session."""
-    replies = iter(outputs)
-    return score_sessions(sessions, lambda tokens: next(replies), max_len, batch_size)
 
 
 def _remaining(deadline: float, timeout_s: float) -> float:

@@ -227,7 +227,7 @@ def _scorer(config: SidecarConfig, bundle: Bundle) -> Scorer:
         return TritonScorer(
             bundle,
             url=scoring.triton.url,
-            model_name=scoring.triton.model_name,
+            triton_model_name=scoring.triton.model_name,
             timeout_s=scoring.triton.timeout_s,
         )
     except ImportError as exc:

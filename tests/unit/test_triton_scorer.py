@@ -4,20 +4,17 @@ closed port (a real gRPC connection attempt, nothing mocked). The server tests l
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from otel_logbert.bundle import load_bundle
 from otel_logbert.scoring.base import ScoringError
-from otel_logbert.scoring.batching import score_sessions
 from otel_logbert.scoring.onnx import OnnxScorer
-from otel_logbert.scoring.triton import CircuitBreaker, CircuitOpenError, TritonScorer, _assemble, _plan
+from otel_logbert.scoring.triton import CircuitBreaker, CircuitOpenError, TritonScorer
 
 
 class FakeClock:
@@ -58,22 +55,6 @@ def test_breaker_opens_after_consecutive_failures_and_probes_after_the_cool_down
     breaker.before_call()
 
 
-def test_planned_requests_are_the_embedded_scorers_batches(rule_bundle: Path) -> None:
-    """The async path sends exactly the padded batches ``score_sessions`` makes (same buckets)."""
-    sessions = [[4] * n for n in (1, 3, 9, 17, 70, 130, 8, 0)]
-    seen: list[np.ndarray] = []
-
-    def run(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        seen.append(tokens)
-        return tokens.sum(1).astype(np.float32), (tokens % 2).astype(np.float32)
-
-    expected = score_sessions(sessions, run, 64, 3)
-    planned = _plan(sessions, 64, 3)
-    assert [t.tolist() for t in planned] == [t.tolist() for t in seen]
-    assert all(t.shape[1] % 8 == 0 for t in planned)
-    assert _assemble(sessions, [run(t) for t in planned], 64, 3) == expected
-
-
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,19 +79,6 @@ def test_unreachable_triton_fails_fast_then_the_breaker_opens(rule_bundle: Path)
     assert scorer.score([]) == []  # nothing to score needs no server
     scorer.close()
     scorer.close()
-
-
-def test_async_path_fails_the_same_way(rule_bundle: Path) -> None:
-    scorer = TritonScorer(load_bundle(rule_bundle), url=f"127.0.0.1:{closed_port()}", timeout_s=0.3)
-
-    async def run() -> None:
-        try:
-            with pytest.raises(ScoringError, match="UNAVAILABLE"):
-                await scorer.score_async([[4, 5], [6]])
-        finally:
-            await scorer.aclose()
-
-    asyncio.run(run())
 
 
 def test_same_interface_as_the_embedded_scorer(rule_bundle: Path) -> None:

@@ -6,9 +6,9 @@ model is FastLogAD trained in the fixture on real HDFS sessions, the sessions ar
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ def test_triton_scores_equal_the_embedded_scorer_on_real_hdfs_sessions(
     assert len({round(s.score, 4) for s in got}) > 10
 
 
-def test_async_client_scores_the_same_and_dynamic_batching_merges_requests(
+def test_concurrent_callers_score_the_same_and_dynamic_batching_merges_requests(
     triton_server: Any, hdfs_bundle: Path, hdfs_dev_sessions: list[list[int]]
 ) -> None:
     import tritonclient.grpc as grpcclient
@@ -67,14 +67,12 @@ def test_async_client_scores_the_same_and_dynamic_batching_merges_requests(
         model = stats.get_inference_statistics(name, as_json=True)["model_stats"][0]
         return int(model.get("inference_count", 0)), int(model.get("execution_count", 0))
 
-    async def run() -> list[list[SessionScore]]:
-        try:  # 4 calls at once, each split into requests of 4 padded chunks, all in flight together
-            return await asyncio.gather(*(scorer.score_async(hdfs_dev_sessions) for _ in range(4)))
-        finally:
-            await scorer.aclose()
-
     before = counts()
-    results = asyncio.run(run())
+    # 4 threads share the scorer (as the sidecar's scoring workers do), each call split into requests
+    # of 4 padded chunks; the requests of the same padded length are in flight together
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: scorer.score(hdfs_dev_sessions), range(4)))
+    scorer.close()
     inferences, executions = (a - b for a, b in zip(counts(), before, strict=True))
     for got in results:
         assert_same(embedded, got)
@@ -121,7 +119,7 @@ def test_triton_killed_mid_stream_fails_fast_then_recovers_by_itself(
 
 def test_unknown_model_gives_a_clear_status_and_error(triton_server: Any, hdfs_bundle: Path) -> None:
     bundle = load_bundle(hdfs_bundle)
-    scorer = TritonScorer(bundle, url=triton_server.grpc_url, model_name="no-such-model")
+    scorer = TritonScorer(bundle, url=triton_server.grpc_url, triton_model_name="no-such-model")
     status = scorer.status()
     assert status.server_ready and not status.model_ready
     assert "'no-such-model' is unknown" in status.reason
@@ -149,7 +147,7 @@ def test_model_that_failed_to_load_is_not_ready_with_the_reason(
 
 def test_a_model_from_another_bundle_is_refused(triton_server: Any, hdfs_bundle: Path, rule_bundle: Path) -> None:
     other = default_model_name(load_bundle(rule_bundle))
-    scorer = TritonScorer(load_bundle(hdfs_bundle), url=triton_server.grpc_url, model_name=other)
+    scorer = TritonScorer(load_bundle(hdfs_bundle), url=triton_server.grpc_url, triton_model_name=other)
     with pytest.raises(ScoringError, match="serves bundle rule-1"):
         scorer.score([[4, 5, 6]])
     scorer.close()
