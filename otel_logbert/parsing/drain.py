@@ -23,9 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from drain3.drain import Drain, LogCluster, Node
@@ -68,6 +66,9 @@ class LogParser:
     ``masking`` names a preset (``masking.preset_names()``); ``custom_masking`` adds rules
     ``[{"regex": ..., "mask_with": ...}]`` applied first. ``sim_th`` and ``depth`` default to the
     preset's. Raises ``ValueError`` for an unknown preset or a bad custom rule.
+
+    ``revision`` counts the changes that decide keys (a cluster created, a template generalised) since
+    the parser was built or loaded; ``parsing.persistence`` saves the state when it moved.
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class LogParser:
         self._token_rules = split.token
         self._token_cache: dict[str, str] = {}
         self._shape_cache: dict[tuple[str, ...], int] = {}
+        self.revision = 0
 
     def miner_config(self) -> TemplateMinerConfig:
         """A drain3 config equivalent to this parser (no ini file, no persistence, no profiling)."""
@@ -122,6 +124,8 @@ class LogParser:
             cluster.size += 1
             return ParseResult(str(cluster.cluster_id), cluster.get_template(), truncated, False)
         cluster, change = self.drain.add_log_message(" ".join(tokens))
+        if change != "none":
+            self.revision += 1
         self._remember_shape(tokens, cluster)
         return ParseResult(
             str(cluster.cluster_id), cluster.get_template(), truncated, change == "cluster_created"
@@ -245,19 +249,11 @@ class LogParser:
         return parser
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state as JSON atomically: a reader sees the old file or the new one, never half."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_json(), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the state as JSON atomically (``persistence.FilePersistence``): a reader sees the old
+        file or the new one, never half. A running sidecar saves through ``ParserPersister`` instead."""
+        from otel_logbert.parsing.persistence.file import FilePersistence
+
+        FilePersistence(path).save_state(json.dumps(self.to_json()).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LogParser:

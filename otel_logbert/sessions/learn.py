@@ -2,9 +2,11 @@
 
 Format (what ``train`` reads): UTF-8 text, one session per line, its log keys (Drain3 cluster ids)
 separated by single spaces, in arrival order. Beside it, ``<output stem>.drain3.json`` holds the
-parser state those ids come from (``LogParser.save``), so the trained bundle can carry it and
-serving parses into the same ids. Lines are appended: a restarted sidecar adds to the file (its
-parser state file continues the same ids when ``parsing.state_file`` is set).
+parser state those ids come from, so the trained bundle can carry it and serving parses into the
+same ids. That file is one more handler of the lane's ``ParserPersister``: it is written with the
+lane's other parser state, when the parser changed, off the event loop (``parsing.persistence``).
+Lines are appended: a restarted sidecar adds to the file (its parser state file continues the same
+ids when ``parsing.state_file`` is set).
 
 Every closed session is written, including those closed early (memory cap, shutdown): they are
 normal traffic, only shorter.
@@ -17,10 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from otel_logbert.parsing.drain import LogParser
+from otel_logbert.parsing.persistence import FilePersistence, ParserPersister
 
 FLUSH_INTERVAL_S = 1.0  # lines reach the file at least this often
-STATE_INTERVAL_S = 30.0  # and the parser state at least this often (it can be megabytes)
 
 
 def parser_state_path(output: str | Path) -> Path:
@@ -30,14 +31,15 @@ def parser_state_path(output: str | Path) -> Path:
 
 
 class LearnWriter:
-    """Appends sessions to ``output``; ``close`` flushes and saves ``parser``'s state beside it."""
+    """Appends sessions to ``output``; adds the parser state beside it (``parser_state_path``) to
+    ``persister``, whose saves write it (the caller saves once more after ``close``)."""
 
-    def __init__(self, output: str | Path, parser: LogParser) -> None:
+    def __init__(self, output: str | Path, persister: ParserPersister) -> None:
         self.output = Path(output)
-        self.parser = parser
         self.output.parent.mkdir(parents=True, exist_ok=True)
+        persister.add(FilePersistence(parser_state_path(self.output)))
         self._file: IO[str] | None = open(self.output, "a", encoding="utf-8")  # noqa: SIM115
-        self._flushed = self._saved = time.monotonic()
+        self._flushed = time.monotonic()
         self.sessions = 0
 
     def write(self, keys: Sequence[str]) -> None:
@@ -45,11 +47,8 @@ class LearnWriter:
         assert self._file is not None, "LearnWriter is closed"
         self._file.write(" ".join(keys) + "\n")
         self.sessions += 1
-        now = time.monotonic()
-        if now - self._flushed >= FLUSH_INTERVAL_S:
+        if time.monotonic() - self._flushed >= FLUSH_INTERVAL_S:
             self.flush()
-        if now - self._saved >= STATE_INTERVAL_S:
-            self.save_state()
 
     def flush(self) -> None:
         """Push written lines to the file."""
@@ -57,15 +56,9 @@ class LearnWriter:
             self._file.flush()
             self._flushed = time.monotonic()
 
-    def save_state(self) -> None:
-        """Save the parser state beside the output (atomically)."""
-        self.parser.save(parser_state_path(self.output))
-        self._saved = time.monotonic()
-
     def close(self) -> None:
-        """Flush, save the parser state, close; idempotent."""
+        """Flush and close the output; idempotent."""
         if self._file is not None:
             self.flush()
-            self.save_state()
             self._file.close()
             self._file = None

@@ -143,8 +143,7 @@ class Sidecar:
                 pipeline.spans.close()
             for learner in pipeline.learners.values():
                 learner.close()
-            for lane in self.router.lanes:
-                lane.save_state()
+            await self._save_parser_states()
             log.info("otel-logbert sidecar stopped", extra={"undelivered": left})
         finally:
             pipeline.scoring.close()
@@ -213,11 +212,15 @@ class Sidecar:
         interval = self.config.parsing.state_save_interval_s
         while True:
             await asyncio.sleep(interval)
-            for lane in self.router.lanes:
-                try:
-                    lane.save_state()
-                except OSError as exc:
-                    log.warning("cannot save parser state", extra={"lane": lane.name, "error": str(exc)})
+            await self._save_parser_states()
+
+    async def _save_parser_states(self) -> None:
+        """Each lane's parser state, where it changed; encoding and writing off the loop."""
+        for lane in self.router.lanes:
+            try:
+                await lane.persister.save_async()
+            except OSError as exc:
+                log.warning("cannot save parser state", extra={"lane": lane.name, "error": str(exc)})
 
 
 async def _listen(start: Callable[[], Any]) -> None:

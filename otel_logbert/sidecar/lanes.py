@@ -30,6 +30,7 @@ from pathlib import Path
 
 from otel_logbert.otlp.codec import attributes_bytes
 from otel_logbert.parsing.drain import LogParser
+from otel_logbert.parsing.persistence import FilePersistence, ParserPersister
 from otel_logbert.parsing.semantic import SemanticKeyMapper
 from otel_logbert.parsing.vocabulary import UNK_ID, Vocabulary
 from otel_logbert.scoring.base import Scorer, SessionScore
@@ -63,6 +64,12 @@ class Lane:
     truncated_attribute: str = f"log.anomaly.{TRUNCATED_SUFFIX}"
     _cache: dict[bytes | str, str] = field(default_factory=dict, repr=False)
     _templates: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)
+    # the parser's one persister: ``state_file`` here, learn mode adds its own file (sessions.learn)
+    persister: ParserPersister = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        handlers = (FilePersistence(self.state_file),) if self.state_file is not None else ()
+        self.persister = ParserPersister(self.parser, handlers)
 
     def parse(self, text: bytes | str) -> tuple[str, bytes]:
         """Log key of ``text`` and the serialized attributes to append: ``log.record.template``, plus
@@ -124,8 +131,8 @@ class Lane:
             self.scorer.score([[UNK_ID] * 8])
 
     def save_state(self) -> None:
-        if self.state_file is not None:
-            self.parser.save(self.state_file)
+        """Save the parser state where it changed, now (blocking; on a loop use ``persister.save_async``)."""
+        self.persister.save()
 
     def close(self) -> None:
         if self.scorer is not None:

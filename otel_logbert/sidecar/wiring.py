@@ -69,7 +69,7 @@ def build_pipeline(
     if config.learn.enabled:
         assert config.learn.output is not None
         learners = {
-            lane.index: LearnWriter(lane_file(config.learn.output, lane.name), lane.parser) for lane in router.lanes
+            lane.index: LearnWriter(lane_file(config.learn.output, lane.name), lane.persister) for lane in router.lanes
         }
     pipeline = Pipeline(
         router=router,

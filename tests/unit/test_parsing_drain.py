@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from otel_logbert.parsing import drain as drain_module
 from otel_logbert.parsing.drain import EMPTY_KEY, EMPTY_TEMPLATE, LogParser, ParseResult, plain_miner
+from otel_logbert.parsing.persistence import file as file_persistence
 from otel_logbert.parsing.raw_sessions import hdfs_content
 
 HDFS_RAW = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "hdfs_raw"
@@ -145,7 +145,7 @@ def test_save_load_is_atomic(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(drain_module.json, "dump", fail)
+    monkeypatch.setattr(file_persistence.os, "fsync", fail)  # the new state is written, not yet durable
     with pytest.raises(OSError, match="disk full"):
         parser.save(path)
     assert LogParser.load(path).cluster_count == 1  # the old file is intact
