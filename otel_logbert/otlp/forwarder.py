@@ -29,7 +29,6 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import grpc
 import grpc.aio
@@ -44,6 +43,7 @@ from otel_logbert.otlp.codec import (
     resource_logs_bytes,
     scope_logs_bytes,
 )
+from otel_logbert.otlp.endpoints import grpc_target, http_url
 from otel_logbert.otlp.retry import (
     RETRYABLE_GRPC,
     RETRYABLE_HTTP,
@@ -92,14 +92,6 @@ class LogsExporter(ABC):
         """Release connections; idempotent."""
 
 
-def grpc_target(endpoint: str) -> tuple[str, bool]:
-    """``http://host:port`` / ``https://host:port`` / ``host:port`` -> (target, use TLS)."""
-    if "://" in endpoint:
-        parts = urlsplit(endpoint)
-        return parts.netloc, parts.scheme == "https"
-    return endpoint, False
-
-
 class GrpcLogsExporter(LogsExporter):
     def __init__(self, endpoint: str, headers: dict[str, str] | None = None, gzip_: bool = False) -> None:
         self.target, self.tls = grpc_target(endpoint)
@@ -146,10 +138,7 @@ class HttpLogsExporter(LogsExporter):
     """OTLP/HTTP protobuf: ``POST <endpoint>/v1/logs``."""
 
     def __init__(self, endpoint: str, headers: dict[str, str] | None = None, gzip_: bool = False) -> None:
-        base = endpoint if "://" in endpoint else f"http://{endpoint}"
-        self.url = (
-            base.rstrip("/") if base.rstrip("/").endswith("/v1/logs") else base.rstrip("/") + "/v1/logs"
-        )
+        self.url = http_url(endpoint, "/v1/logs")
         self.headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
         self.gzip = gzip_
         if gzip_:

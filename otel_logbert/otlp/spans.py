@@ -28,6 +28,7 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from otel_logbert import __version__
 from otel_logbert.otlp.annotate import AttributeNames
+from otel_logbert.otlp.endpoints import grpc_target, http_url
 from otel_logbert.otlp.telemetry import Metrics
 from otel_logbert.sessions.session import Session, Verdict
 
@@ -176,14 +177,8 @@ def build_span_exporter(
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        insecure = not endpoint.startswith("https://")
-        target = endpoint.split("://", 1)[-1]
-        return OTLPSpanExporter(
-            endpoint=target, insecure=insecure, timeout=timeout_s, headers=headers or None
-        )
+        target, tls = grpc_target(endpoint)
+        return OTLPSpanExporter(endpoint=target, insecure=not tls, timeout=timeout_s, headers=headers or None)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-    base = endpoint if "://" in endpoint else f"http://{endpoint}"
-    return HttpSpanExporter(
-        endpoint=base.rstrip("/") + "/v1/traces", timeout=timeout_s, headers=headers or None
-    )
+    return HttpSpanExporter(endpoint=http_url(endpoint, "/v1/traces"), timeout=timeout_s, headers=headers or None)

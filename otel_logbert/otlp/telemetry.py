@@ -26,6 +26,7 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from otel_logbert import __version__
+from otel_logbert.otlp.endpoints import grpc_target, http_url
 from otel_logbert.otlp.instruments import METRICS
 
 if TYPE_CHECKING:
@@ -99,16 +100,11 @@ def build_metric_exporter(endpoint: str, protocol: str, timeout_s: float, header
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
 
-        return GrpcExporter(
-            endpoint=endpoint.split("://", 1)[-1],
-            insecure=not endpoint.startswith("https://"),
-            timeout=timeout_s,
-            headers=headers or None,
-        )
+        target, tls = grpc_target(endpoint)
+        return GrpcExporter(endpoint=target, insecure=not tls, timeout=timeout_s, headers=headers or None)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 
-    base = endpoint if "://" in endpoint else f"http://{endpoint}"
-    return HttpExporter(endpoint=base.rstrip("/") + "/v1/metrics", timeout=timeout_s, headers=headers or None)
+    return HttpExporter(endpoint=http_url(endpoint, "/v1/metrics"), timeout=timeout_s, headers=headers or None)
 
 
 class TelemetryServer:

@@ -23,7 +23,6 @@ from otel_logbert.otlp.forwarder import (
     Item,
     LogsExporter,
     Mark,
-    grpc_target,
 )
 from otel_logbert.otlp.receiver import Refused
 from otel_logbert.otlp.retry import Backoff, parse_retry_after, retry_info_delay, retry_info_trailer
@@ -270,9 +269,6 @@ def test_forwarder_refuses_settings_that_would_block_forever() -> None:
 
 
 def test_retry_helpers() -> None:
-    assert grpc_target("http://collector:4317") == ("collector:4317", False)
-    assert grpc_target("https://collector:4317") == ("collector:4317", True)
-    assert grpc_target("collector:4317") == ("collector:4317", False)
     assert retry_info_delay([retry_info_trailer(2.5, 8, "x")]) == 2.5
     assert retry_info_delay([("other", b"x")]) is None and retry_info_delay(None) is None
     assert parse_retry_after("7") == 7.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
