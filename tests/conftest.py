@@ -4,7 +4,7 @@ real ``otel-logbert serve`` process.
 Sections (add new shared fixtures under the matching one):
 
 - ports: ``free_port()``
-- downstream: ``OtlpSink`` / ``otlp_sink`` - a gRPC server implementing LogsService and TraceService
+- downstream: ``OtlpSink`` / ``otlp_sink`` - the demo's ``OtlpReceiver`` (LogsService, TraceService) plus MetricsService
 - bundles: ``make_rule_bundle`` / ``rule_bundle`` / ``broken_bundle`` - bundles whose ``model.onnx`` is a
   hand-built ONNX graph (score 1 when a session holds a key unknown to the vocabulary, else 0). They
   exercise the real bundle loader and ONNX Runtime scorer without training anything.
@@ -23,12 +23,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,8 @@ import yaml
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from otel_logbert.demo.receiver import OtlpReceiver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,118 +67,76 @@ def prometheus_value(text: str, name: str, **labels: str) -> float:
 # --- downstream -------------------------------------------------------------------------------------
 
 
-class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer):
-    """A real OTLP/gRPC receiver for logs, traces and metrics that keeps every request it accepts.
+class OtlpSink(OtlpReceiver):
+    """The demo's ``OtlpReceiver`` (logs, traces) plus metrics, on a fixed free port, for tests.
 
-    ``fail_next(n, code)`` makes the next ``n`` log exports fail with ``code`` (nothing is kept).
-    ``stop()`` / ``start()`` take it down and bring it back on the same port.
+    ``fail_next(n, code)`` makes the next ``n`` log exports fail with ``code`` (nothing is kept);
+    ``attempts`` counts log exports, failed ones included. ``stop()`` / ``start()`` take it down at
+    once and bring it back on the same port. A log request with invalid UTF-8 in a string (which the
+    Collector's own receiver accepts) is kept as bytes in ``invalid_utf8`` instead of failing.
     """
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.logs: list[logs_service_pb2.ExportLogsServiceRequest] = []
-        self.traces: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        super().__init__("127.0.0.1", port or free_port(), max_message_bytes=-1)
         self.metrics: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.attempts = 0
-        self.invalid_utf8: list[bytes] = []  # requests a strict decoder refuses (kept as bytes)
+        self.invalid_utf8: list[bytes] = []
         self._failures: list[grpc.StatusCode] = []
-        self._lock = threading.Lock()
-        self._server: grpc.Server | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> OtlpSink:
-        server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", -1)])
-        logs = grpc.unary_unary_rpc_method_handler(
-            self.Export, request_deserializer=self._parse_logs,
-            response_serializer=logs_service_pb2.ExportLogsServiceResponse.SerializeToString)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "opentelemetry.proto.collector.logs.v1.LogsService", {"Export": logs}),))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(self, server)
-        if server.add_insecure_port(f"127.0.0.1:{self.port}") == 0:
-            raise OSError(f"port {self.port} is taken")
-        server.start()
-        self._server = server
+        super().start()
         return self
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(0).wait()
-            self._server = None
+    def stop(self, grace_s: float = 0.0) -> None:
+        super().stop(grace_s)
 
-    def _parse_logs(self, body: bytes) -> logs_service_pb2.ExportLogsServiceRequest:
-        """Strict decoding, except that a request with invalid UTF-8 in a string (which the
-        Collector's own receiver accepts) is kept as bytes in ``invalid_utf8`` instead of failing."""
+    def _register(self, server: grpc.Server) -> None:
+        super()._register(server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self), server)
+
+    def _decode_logs(self, body: bytes) -> logs_service_pb2.ExportLogsServiceRequest:
         try:
-            return logs_service_pb2.ExportLogsServiceRequest.FromString(body)
+            return super()._decode_logs(body)
         except DecodeError:
-            with self._lock:
+            with self._changed:
                 self.invalid_utf8.append(body)
             return logs_service_pb2.ExportLogsServiceRequest()
 
-    def fail_next(self, n: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
-        with self._lock:
-            self._failures.extend([code] * n)
-
-    def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 - gRPC name
-        # Every service calls this one method; the request type tells them apart.
-        if isinstance(request, metrics_service_pb2.ExportMetricsServiceRequest):
-            with self._lock:
-                self.metrics.append(request)
-            return metrics_service_pb2.ExportMetricsServiceResponse()
-        if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
-            with self._lock:
-                self.traces.append(request)
-            return trace_service_pb2.ExportTraceServiceResponse()
-        with self._lock:
+    def _export_logs(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self._changed:
             self.attempts += 1
             failure = self._failures.pop(0) if self._failures else None
-            if failure is None:
-                self.logs.append(request)
         if failure is not None:
             context.abort(failure, "test sink told to fail")
-        return logs_service_pb2.ExportLogsServiceResponse()
+        return super()._export_logs(request, context)
 
-    def records(self) -> list[tuple[Any, Any, Any]]:
-        """Every received log record as ``(resource, scope, record)``."""
-        with self._lock:
-            requests = list(self.logs)
-        return [
-            (rl.resource, sl.scope, record)
-            for request in requests
-            for rl in request.resource_logs
-            for sl in rl.scope_logs
-            for record in sl.log_records
-        ]
-
-    def spans(self) -> list[tuple[Any, Any]]:
-        """Every received span as ``(resource, span)``."""
-        with self._lock:
-            requests = list(self.traces)
-        return [(rs.resource, span) for r in requests for rs in r.resource_spans for ss in rs.scope_spans
-                for span in ss.spans]
+    def fail_next(self, n: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
+        with self._changed:
+            self._failures.extend([code] * n)
 
     def wait_for_records(self, n: int, timeout_s: float = 15.0) -> list[tuple[Any, Any, Any]]:
         """Wait until at least ``n`` records arrived; returns them all (fails the test on timeout)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            records = self.records()
-            if len(records) >= n or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
+        self.wait_until_records(n, timeout_s)
+        records = self.records()
         assert len(records) >= n, f"downstream got {len(records)} records, expected {n}"
         return records
 
     def wait_for_spans(self, n: int, timeout_s: float = 15.0) -> list[tuple[Any, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while len(self.spans()) < n and time.monotonic() < deadline:
-            time.sleep(0.02)
+        """Wait until at least ``n`` spans arrived; returns them all (fails the test on timeout)."""
+        self.wait_until_spans(n, timeout_s)
         spans = self.spans()
         assert len(spans) >= n, f"downstream got {len(spans)} spans, expected {n}"
         return spans
+
+
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, owner: OtlpSink) -> None:
+        self.owner = owner
+
+    def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 - gRPC name
+        with self.owner._changed:
+            self.owner.metrics.append(request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
 @pytest.fixture

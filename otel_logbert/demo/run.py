@@ -79,7 +79,7 @@ def run_demo(options: DemoOptions, echo: Any = print) -> dict[str, Any]:
         with SidecarProcess(bundle.path, forward=receiver.endpoint, workdir=out) as sidecar:
             echo(f"sidecar ready on {sidecar.grpc_endpoint} (forward + span events -> {receiver.endpoint})")
             sent = send_records(stream, sidecar.grpc_endpoint, total=len(stream), progress=options.progress)
-            complete = receiver.wait_for_records(sent.sent, timeout_s=RETURN_TIMEOUT_S)
+            complete = receiver.wait_until_records(sent.sent, timeout_s=RETURN_TIMEOUT_S)
             back_at = receiver.last_at or time.monotonic()
         exit_code = sidecar.returncode
         receiver.wait_quiet(quiet_s=0.5, timeout_s=10.0)  # span events flushed at shutdown

@@ -173,6 +173,6 @@ def test_sidecar_with_semantic_mapping_does_not_flag_a_reworded_session(
             return await wait(otlp_sink, 4)
 
     for enabled, reworded_flagged in ((False, True), (True, False)):
-        otlp_sink.logs.clear()
+        otlp_sink.clear()
         verdicts = {r.trace_id: attributes(r)["log.anomaly.is_anomaly"] for _, _, r in asyncio.run(scenario(enabled))}
         assert verdicts == {TRACE_A: reworded_flagged, TRACE_B: True}
