@@ -45,7 +45,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 
 REPO = Path(__file__).resolve().parent.parent
-HDFS = Path(os.environ.get("HDFS_LOG", "/work/shared/datasets/hdfs_raw/HDFS_20000.log"))
+HDFS = Path(os.environ.get("HDFS_LOG", REPO.parent / "shared" / "datasets" / "hdfs_raw" / "HDFS_20000.log"))
 HEADER = re.compile(r"^(\d{6}) (\d{6}) \d+ ([A-Z]+) ([\w.$]+): (.*)$")
 BLOCK = re.compile(r"blk_(-?\d+)")
 EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"

@@ -23,8 +23,8 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from tqdm import tqdm
 
+from otel_logbert.progress import progress_bar
 from otel_logbert.simulate import SERVICES, SEVERITY_NUMBERS, SimRecord
 
 SERVICE_NAMESPACE = "shop"
@@ -80,7 +80,7 @@ def send_records(records: Iterable[SimRecord], endpoint: str, total: int | None 
     started = time.monotonic()
     sent = 0
     try:
-        with tqdm(total=n, desc="send (OTLP)", unit="rec", disable=not progress, dynamic_ncols=True) as bar:
+        with progress_bar(total=n, desc="send (OTLP)", unit="rec", enabled=progress) as bar:
             for record in records:
                 context = None
                 if record.trace_id:

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
 from otel_logbert import bundle as bundle_io
 from otel_logbert.errors import BundleError, UserError
 from otel_logbert.models.encoder import EncoderConfig
 from otel_logbert.models.registry import build_model, config_to_json, make_config
 from otel_logbert.parsing.vocabulary import Vocabulary
+from otel_logbert.progress import progress_bar
 from otel_logbert.scoring.pytorch import TorchScorer
 from otel_logbert.scoring.dtpm import fit_dtpm
 from otel_logbert.training.config import load_training_config
@@ -137,8 +137,8 @@ def train_model(
     has_center = model.center is not None
     if has_center:
         _update_center(model, train_chunks, training["batch_size"])
-    with tqdm(total=n_epochs * steps_per_epoch, desc=f"train {model_name}", unit="step",
-              disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=n_epochs * steps_per_epoch, desc=f"train {model_name}", unit="step",
+                      enabled=progress) as bar:
         for epoch in range(n_epochs):
             model.train()
             epoch_stats: dict[str, list[float]] = {}
