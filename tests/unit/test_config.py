@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from otel_logbert.config import ConfigError, config_from_dict, env_name, leaf_paths, load_config
 from otel_logbert.errors import UserError
@@ -33,10 +35,20 @@ def test_every_key_of_the_doc_example_loads(tmp_path: Path) -> None:
     assert c.scoring.bundle == "/models/hdfs-fastlogad"
 
 
-def test_example_config_loads() -> None:
+def test_example_config_loads_with_every_value_it_sets() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "sidecar.yaml"
     c = load_config(example, environ={})
-    assert c.sessions.key in ("trace_id", "regex")
+
+    def check(section: object, values: dict[str, Any], path: str) -> None:
+        for key, value in values.items():
+            assert hasattr(section, key), f"{path}{key}: not a config field"
+            if isinstance(value, dict):
+                check(getattr(section, key), value, f"{path}{key}.")
+            else:
+                assert getattr(section, key) == value, f"{path}{key}"
+
+    check(c, yaml.safe_load(example.read_text()), "")
+    assert c.sessions.key == "trace_id" and c.parsing.state_file == "/var/lib/otel-logbert/drain3.json"
 
 
 def test_unknown_key_names_the_path_and_suggests() -> None:

@@ -109,9 +109,26 @@ def test_batches_fill_up_to_batch_size() -> None:
 
 def test_an_idle_scorer_takes_a_partial_batch_at_once() -> None:
     scorer = UnknownShareScorer()
+    # A batch window far longer than the test: a loop that waited for the batch to fill would score
+    # nothing until it is cancelled and drained.
     loop = make_loop(Router([lane(scorer)], {}), batch_size=100, batch_timeout_s=3600.0)
-    run_loop(loop, [session(["a"])], wait_for=1)  # gives up after 5 s: far less than the linger
-    assert scorer.batches == [1] and len(results) == 1  # scored at once, not after an hour
+
+    async def main() -> list[int]:
+        task = asyncio.create_task(loop.run())
+        loop.submit([session(["a"])])
+
+        async def scored() -> None:
+            while not results:
+                await asyncio.sleep(0.005)
+
+        try:
+            await asyncio.wait_for(scored(), 30)  # a bound for a broken loop, not a speed check
+            return list(scorer.batches)
+        finally:
+            task.cancel()
+            await loop.drain()
+
+    assert asyncio.run(main()) == [1]  # scored while the loop was running, in a batch of one
 
 
 def test_a_busy_scorer_lets_the_next_batch_fill_up() -> None:
