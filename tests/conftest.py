@@ -66,6 +66,10 @@ def prometheus_value(text: str, name: str, **labels: str) -> float:
 
 # --- downstream -------------------------------------------------------------------------------------
 
+# The attribute keys the sidecar writes with the default ``attributes:`` config (prefix with its dot,
+# the template attribute): what a record carries downstream beyond its own attributes.
+OWNED = ("log.anomaly.", "log.record.template")
+
 
 class OtlpSink(OtlpReceiver):
     """The demo's ``OtlpReceiver`` (logs, traces) plus metrics, on a fixed free port, for tests.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from otel_logbert.bundle import MODELS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -27,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="normal traces to train on (default: 2000)")
     parser.add_argument("--fault-rate", type=float, default=0.12,
                         help="share of live traces with an injected fault (default: 0.12)")
-    parser.add_argument("--model", default="fastlogad", choices=("fastlogad", "logbert", "loganom"),
+    parser.add_argument("--model", default="fastlogad", choices=MODELS,
                         help="model to train (default: fastlogad)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs (default: the model config's schedule)")

@@ -24,11 +24,10 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_logbert.otlp.codec import LOGS_EXPORT_METHOD
 from otel_logbert.otlp.retry import retry_info_delay
-from tests.conftest import NORMAL_MESSAGES, OtlpSink, SidecarProcess, free_port
+from tests.conftest import NORMAL_MESSAGES, OWNED, OtlpSink, SidecarProcess, free_port
 
 pytestmark = pytest.mark.integration
 
-OWNED = ("log.anomaly.", "log.record.template")
 
 
 def attributes(message: Any) -> dict[str, Any]:

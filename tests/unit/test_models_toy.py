@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from toy import anomalous_sessions, normal_sessions
 
+from otel_logbert.bundle import MODELS
+from otel_logbert.models.registry import MODEL_CLASSES
 from otel_logbert.parsing.vocabulary import UNK_ID
 from otel_logbert.scoring.pytorch import TorchScorer
 from otel_logbert.training.trainer import train_model
@@ -30,6 +32,10 @@ def trained(request):
         name, sessions, epochs=EPOCHS, seed=0, overrides={**SMALL, **extra}, progress=False
     )
     return request.param, model, vocab, threshold
+
+
+def test_the_registry_builds_every_model_a_bundle_may_name():
+    assert set(MODEL_CLASSES) == set(MODELS)
 
 
 def scores(model, vocab, sessions):

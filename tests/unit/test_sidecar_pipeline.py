@@ -20,12 +20,11 @@ from otel_logbert.otlp import codec
 from otel_logbert.otlp.codec import LOGS_EXPORT_METHOD, LOGS_SERVICE
 from otel_logbert.parsing.drain import LogParser
 from otel_logbert.sessions.learn import parser_state_path
-from tests.conftest import NORMAL_MESSAGES, OtlpSink, running_sidecar, sidecar_config
+from tests.conftest import NORMAL_MESSAGES, OWNED, OtlpSink, running_sidecar, sidecar_config
 
 TRACE_A = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 TRACE_B = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 SPAN = bytes.fromhex("b7ad6b7169203331")
-OWNED = ("log.anomaly.", "log.record.template")
 
 
 def template_of(text: str) -> str:
