@@ -26,8 +26,8 @@ from otel_logbert.models.encoder import EncoderConfig
 from otel_logbert.models.registry import build_model, config_to_json, make_config
 from otel_logbert.parsing.vocabulary import Vocabulary
 from otel_logbert.progress import progress_bar
-from otel_logbert.scoring.pytorch import TorchScorer
 from otel_logbert.scoring.dtpm import fit_dtpm
+from otel_logbert.scoring.pytorch import TorchScorer
 from otel_logbert.training.config import load_training_config
 from otel_logbert.training.data import batches, pad, split_normal, to_chunks
 
