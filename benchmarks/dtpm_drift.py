@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from otel_logbert.demo.training import DEMO_EPOCHS, DEMO_OVERRIDES, MASKING, sessions_of
-from otel_logbert.models.threshold import DTPMParams, DynamicThreshold
 from otel_logbert.parsing.drain import LogParser
 from otel_logbert.parsing.semantic import MiniLMEncoder, SemanticKeyMapper, fit_bundle_index
+from otel_logbert.scoring.dtpm import DTPMParams, DynamicThreshold
 from otel_logbert.scoring.pytorch import TorchScorer
 from otel_logbert.simulate import ServiceSystem, Trace
 from otel_logbert.training.baselines import baseline_scores, fit_baselines

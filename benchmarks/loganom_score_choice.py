@@ -30,9 +30,9 @@ import torch
 
 from otel_logbert.bundle import load_bundle
 from otel_logbert.models.loganom import mlkp_term
-from otel_logbert.models.threshold import DynamicThreshold, fit_dtpm
 from otel_logbert.parsing.vocabulary import FIRST_KEY_ID, UNK_ID
 from otel_logbert.scoring.batching import chunk, pad_batch
+from otel_logbert.scoring.dtpm import DynamicThreshold, fit_dtpm
 from otel_logbert.training.data import read_sessions, split_normal
 from otel_logbert.training.metrics import detection_metrics
 from otel_logbert.training.trainer import load_model
