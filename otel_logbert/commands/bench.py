@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from otel_logbert.extras import require
+
+    require("train", "bench")  # the session-file reader lives with the training data code (torch)
     from otel_logbert.scoring.onnx import OnnxScorer
     from otel_logbert.training.data import read_sessions
 

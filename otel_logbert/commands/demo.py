@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from otel_logbert.extras import require
+
+    require(("train", "plot"), "demo")
     from otel_logbert.demo import DemoOptions, run_demo
     from otel_logbert.errors import UserError
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from otel_logbert.bundle import METRICS_FILE, load_bundle, write_json
+from otel_logbert.extras import require
 from otel_logbert.training.baselines import COUNTS_PCA, NEW_EVENT
 
 SEMANTIC = "semantic"
@@ -70,6 +71,8 @@ def dynamic_thresholds(bundle, scores: np.ndarray, seed: int) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    # session readers and ranking metrics (torch, scikit-learn); the plot: matplotlib
+    require(("train", "plot") if args.plot else "train", "eval --plot" if args.plot else "eval")
     from otel_logbert.training.data import read_sessions
     from otel_logbert.training.metrics import detection_metrics, plot_distributions
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from otel_logbert.extras import require
 from otel_logbert.triton.cli import add_triton_arguments, write_triton_from_args
 
 
@@ -16,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("train", "export")
     from otel_logbert.export import export_onnx
 
     print(export_onnx(args.bundle))

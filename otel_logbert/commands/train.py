@@ -10,6 +10,7 @@ import yaml
 
 from otel_logbert.bundle import MODELS
 from otel_logbert.errors import UserError
+from otel_logbert.extras import require
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +54,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("train", "train")
     from otel_logbert.export import export_onnx
     from otel_logbert.training.baselines import fit_baselines, save_baselines
     from otel_logbert.training.data import RawWindows, read_sessions, split_normal
