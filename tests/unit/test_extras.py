@@ -2,7 +2,7 @@
 
 The development venv has every extra installed, so "missing" is made here by hiding modules from
 ``importlib.util.find_spec`` and from the import system (``sys.modules[name] = None`` makes ``import``
-raise ``ModuleNotFoundError`` as for an absent package). tests/packaging/test_core_install.py checks
+raise ``ModuleNotFoundError`` as for an absent package). tests/artefacts/test_core_install.py checks
 the same messages in a real venv without the extras.
 """
 

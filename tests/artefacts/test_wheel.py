@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from otel_logbert import __version__
+from tests.artefacts.conftest import fresh_venv, run
 from tests.conftest import REPO_ROOT
-from tests.packaging.conftest import fresh_venv, run
 
 pytestmark = pytest.mark.packaging
 

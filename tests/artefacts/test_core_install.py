@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.artefacts.conftest import EXTRA_ONLY_MODULES, installed_modules, run
+from tests.artefacts.serving import assert_scores_traffic, sidecar_config
 from tests.conftest import OtlpSink, SidecarProcess
-from tests.packaging.conftest import EXTRA_ONLY_MODULES, installed_modules, run
-from tests.packaging.serving import assert_scores_traffic, sidecar_config
 
 pytestmark = pytest.mark.packaging
 
