@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -103,6 +104,35 @@ class NonEmpty(Check):
         return "non-empty"
 
 
+@dataclass(frozen=True)
+class ClientEndpoint(Check):
+    """An endpoint the sidecar connects to: ``host:port`` or ``http(s)://host:port[/path]``. Credentials
+    in it are refused without repeating them (they would be logged with the endpoint)."""
+
+    def __call__(self, path: str, value: Any) -> None:
+        if value is None:
+            return
+        if not value:
+            raise ConfigError(f"{path}: must be set")
+        parts = urlsplit(value if "://" in value else f"//{value}")
+        if "@" in parts.netloc:
+            raise ConfigError(
+                f"{path}: credentials in the URL are refused (they would be written to logs); send them in "
+                "a header (forward.headers, from an environment variable) or use a TLS client certificate"
+            )
+        if "://" in value and parts.scheme not in ("http", "https"):
+            raise ConfigError(f"{path}: scheme {parts.scheme!r} is not http or https")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None:
+            raise ConfigError(f"{path}: expected host:port or http(s)://host:port, got {value!r}")
+
+    def __str__(self) -> str:
+        return "host:port or http(s)://host:port, no credentials"
+
+
 def option(default: Any = dataclasses.MISSING, *, doc: str, check: Check | None = None,
         factory: Callable[[], Any] | None = None, example: Any = None) -> Any:
     """A config key: its default (or ``factory`` for lists and mappings), the description the docs
@@ -136,6 +166,77 @@ class Section:
 
 # --- sections ---------------------------------------------------------------------------------------
 
+TLS_VERSIONS = ("1.2", "1.3")
+
+
+@dataclass
+class TlsServerConfig(Section):
+    """A listening port's TLS, as the Collector's configtls server settings (docs/security.md)."""
+
+    cert_file: str | None = option(None, doc="PEM certificate chain the port presents; set = TLS on")
+    key_file: str | None = option(None, doc="PEM private key of `cert_file`")
+    client_ca_file: str | None = option(
+        None, doc="PEM CA(s); set = mTLS: clients must present a certificate one of them signed"
+    )
+    min_version: str = option("1.2", check=OneOf(TLS_VERSIONS), doc="lowest TLS version (gRPC: 1.2 only)")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.cert_file is None:
+            for name in ("key_file", "client_ca_file"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{path}.{name}: needs cert_file (TLS is on when cert_file is set)")
+        elif self.key_file is None:
+            raise ConfigError(f"{path}.key_file: required with cert_file")
+
+
+@dataclass
+class TlsClientConfig(Section):
+    """A client's TLS, as the Collector's configtls client settings (docs/security.md)."""
+
+    ca_file: str | None = option(None, doc="PEM CA(s) the server is verified against; null: the system's")
+    cert_file: str | None = option(None, doc="client certificate (mTLS)")
+    key_file: str | None = option(None, doc="private key of `cert_file`")
+    server_name_override: str | None = option(None, doc="name the server's certificate is checked against")
+    insecure: bool = option(False, doc="true: plaintext, no TLS (refused with `https://` or any file)")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError(f"{path}: cert_file and key_file go together (a client certificate and its key)")
+        if self.insecure and self.settings:
+            raise ConfigError(f"{path}.insecure: true turns TLS off, but {self.settings[0]} is set")
+
+    @property
+    def settings(self) -> list[str]:
+        """The TLS keys that are set."""
+        return [name for name in ("ca_file", "cert_file", "key_file", "server_name_override") if getattr(self, name)]
+
+    def check_endpoint(self, path: str, endpoint: str | None) -> None:
+        """Rules between this TLS section (at ``path``) and the endpoint it goes with."""
+        if endpoint is None:
+            return
+        if self.insecure and endpoint.startswith("https://"):
+            raise ConfigError(f"{path}.insecure: true contradicts the https:// endpoint")
+        if self.settings and endpoint.startswith("http://"):
+            raise ConfigError(f"{path}.{self.settings[0]}: the endpoint's http:// means plaintext; use https://")
+
+
+@dataclass
+class AuthConfig(Section):
+    """Bearer-token authentication of both receivers (the Collector's bearertokenauth extension)."""
+
+    token_file: str | None = option(None, doc="file holding the token (re-read when it changes)")
+    token_env: str | None = option(None, doc="or: the environment variable holding the token")
+    scheme: str = option("Bearer", doc="`Authorization: <scheme> <token>`")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.token_file and self.token_env:
+            raise ConfigError(f"{path}: set token_file or token_env, not both")
+        if not self.scheme.strip() or " " in self.scheme.strip():
+            raise ConfigError(f"{path}.scheme: expected one word such as Bearer, got {self.scheme!r}")
+
 
 @dataclass
 class GrpcReceiverConfig(Section):
@@ -145,6 +246,7 @@ class GrpcReceiverConfig(Section):
     max_message_bytes: int = option(
         16 * MiB, check=Positive(), doc="largest request (after gzip decompression); larger: `RESOURCE_EXHAUSTED`"
     )
+    tls: TlsServerConfig = section(TlsServerConfig, "TLS of the gRPC port")
 
 
 @dataclass
@@ -155,14 +257,24 @@ class HttpReceiverConfig(Section):
         doc="OTLP/HTTP `POST /v1/logs` (protobuf, JSON, gzip) listen address; null disables",
     )
     max_body_bytes: int = option(
-        16 * MiB, check=Positive(), doc="largest request body (after gzip decompression); larger: 413"
+        16 * MiB, check=Positive(), doc="largest request body, on the wire and after decompression (gzip, "
+        "deflate; inflated as it streams in, stopping at the limit); larger: 413"
     )
+    tls: TlsServerConfig = section(TlsServerConfig, "TLS of the HTTP port")
 
 
 @dataclass
 class ReceiversConfig(Section):
     grpc: GrpcReceiverConfig = section(GrpcReceiverConfig, "OTLP/gRPC receiver")
     http: HttpReceiverConfig = section(HttpReceiverConfig, "OTLP/HTTP receiver")
+    auth: AuthConfig = section(AuthConfig, "bearer token both receivers require (none when no source is set)")
+    max_records_per_request: int = option(
+        100_000, check=Positive(allow_zero=True),
+        doc="log records per request; more: `RESOURCE_EXHAUSTED` / 413, not retried; 0 = unbounded",
+    )
+    max_attributes_per_record: int = option(
+        1024, check=Positive(allow_zero=True), doc="attributes per record and per resource; 0 = unbounded"
+    )
 
     def validate(self, path: str) -> None:
         super().validate(path)
@@ -191,7 +303,7 @@ class RetryConfig(Section):
 class ForwardConfig(Section):
     endpoint: str = option(
         "http://127.0.0.1:14317",
-        check=NonEmpty(),
+        check=ClientEndpoint(),
         doc="where enriched logs go (the Collector's second receiver); `https://` = TLS",
     )
     protocol: str = option(
@@ -211,14 +323,24 @@ class ForwardConfig(Section):
     drain_timeout_s: float = option(
         30.0, check=Positive(allow_zero=True), doc="on SIGTERM: how long to keep delivering what is held"
     )
+    tls: TlsClientConfig = section(TlsClientConfig, "TLS to the downstream (`https://` or any file set = TLS)")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        self.tls.check_endpoint(f"{path}.tls", self.endpoint)
 
 
 @dataclass
 class TracesConfig(Section):
     enabled: bool = option(True, doc="a span `log.anomaly.session` per scored trace-keyed session")
-    endpoint: str | None = option(None, doc="null: `forward.endpoint`")
+    endpoint: str | None = option(None, check=ClientEndpoint(), doc="null: `forward.endpoint` (and `forward.tls`)")
     protocol: str | None = option(None, check=OneOf(PROTOCOLS), doc="null: `forward.protocol`")
     only_anomalies: bool = option(False, doc="true: a span only for sessions over the threshold")
+    tls: TlsClientConfig = section(TlsClientConfig, "TLS with `traces.endpoint` (without it: `forward.tls`)")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        self.tls.check_endpoint(f"{path}.tls", self.endpoint)
 
 
 @dataclass
@@ -253,6 +375,11 @@ class ParsingConfig(Section):
     state_save_interval_s: float = option(60.0, check=Positive(), doc="how often the parser state is saved")
     max_line_chars: int = option(
         8192, check=Positive(), doc="longer bodies are parsed truncated (flag: `<prefix>.body_truncated`)"
+    )
+    max_clusters: int = option(
+        100_000, check=Positive(allow_zero=True),
+        doc="Drain clusters kept per lane; past it the least recently used is evicted (as contrib's drain "
+        "processor); 0 = unbounded",
     )
     semantic_mapping: SemanticMappingConfig = section(
         SemanticMappingConfig, "unseen templates -> nearest training template by meaning"
@@ -323,9 +450,14 @@ class SessionsConfig(Section):
 
 @dataclass
 class TritonConfig(Section):
-    url: str = option("127.0.0.1:8001", doc="Triton's gRPC address")
+    url: str = option("127.0.0.1:8001", check=ClientEndpoint(), doc="Triton's gRPC address")
     model_name: str | None = option(None, doc="null: the name `otel-logbert export` gave the bundle's model")
     timeout_s: float = option(1.0, doc="per inference request")
+    tls: TlsClientConfig = section(TlsClientConfig, "TLS to Triton (any file set = TLS)")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        self.tls.check_endpoint(f"{path}.tls", self.url)
 
 
 @dataclass
@@ -367,11 +499,16 @@ class AttributesConfig(Section):
 @dataclass
 class OtlpMetricsConfig(Section):
     enabled: bool = option(False, doc="also export the metrics over OTLP")
-    endpoint: str | None = option(None, doc="null: `forward.endpoint`")
+    endpoint: str | None = option(None, check=ClientEndpoint(), doc="null: `forward.endpoint` (and `forward.tls`)")
     protocol: str | None = option(
         None, check=OneOf(PROTOCOLS), doc="null: `forward.protocol`; `http` posts to `<endpoint>/v1/metrics`"
     )
     interval_s: float = option(30.0, check=Positive(), doc="export interval")
+    tls: TlsClientConfig = section(TlsClientConfig, "TLS with `endpoint` (without it: `forward.tls`)")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        self.tls.check_endpoint(f"{path}.tls", self.endpoint)
 
     def target(self, forward: ForwardConfig) -> tuple[str, str] | None:
         """Where metrics are exported: ``(endpoint, protocol)``, each defaulting to ``forward``'s;

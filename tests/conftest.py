@@ -80,8 +80,10 @@ class OtlpSink(OtlpReceiver):
     Collector's own receiver accepts) is kept as bytes in ``invalid_utf8`` instead of failing.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, server_credentials: grpc.ServerCredentials | None = None) -> None:
+        """``server_credentials``: listen with TLS (``grpc.ssl_server_credentials``) instead of plaintext."""
         super().__init__("127.0.0.1", port or free_port(), max_message_bytes=-1)
+        self.server_credentials = server_credentials
         self.metrics: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.attempts = 0
         self.invalid_utf8: list[bytes] = []
@@ -93,6 +95,11 @@ class OtlpSink(OtlpReceiver):
 
     def stop(self, grace_s: float = 0.0) -> None:
         super().stop(grace_s)
+
+    def _bind(self, server: grpc.Server, address: str) -> int:
+        if self.server_credentials is None:
+            return super()._bind(server, address)
+        return server.add_secure_port(address, self.server_credentials)
 
     def _register(self, server: grpc.Server) -> None:
         super()._register(server)

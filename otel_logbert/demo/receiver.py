@@ -68,7 +68,7 @@ class OtlpReceiver:
         options = [("grpc.max_receive_message_length", self.max_message_bytes)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
         self._register(server)
-        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        bound = self._bind(server, f"{self.host}:{self.port}")
         if bound == 0:
             raise OSError(f"cannot listen on {self.host}:{self.port}")
         self.port = bound
@@ -88,6 +88,10 @@ class OtlpReceiver:
         self.stop()
 
     # --- hooks --------------------------------------------------------------------------------------
+
+    def _bind(self, server: grpc.Server, address: str) -> int:
+        """Add the listening port (plaintext here; tests add TLS); returns the bound port, 0 on failure."""
+        return server.add_insecure_port(address)
 
     def _register(self, server: grpc.Server) -> None:
         """Add the services to ``server``: logs (decoded by ``_decode_logs``), traces."""

@@ -36,6 +36,11 @@ RESOURCE_LOGS_RESOURCE, RESOURCE_LOGS_SCOPE_LOGS, RESOURCE_LOGS_SCHEMA_URL = 1, 
 SCOPE_LOGS_SCOPE, SCOPE_LOGS_LOG_RECORDS, SCOPE_LOGS_SCHEMA_URL = 1, 2, 3
 LOG_RECORD_ATTRIBUTES = 6
 
+# Deepest JSON nesting (objects and arrays) an OTLP/JSON request may have. A log body nested this deep
+# holds about 38 levels of kvlist AnyValues (each takes four JSON levels, the request's envelope ten);
+# binary protobuf stops at protobuf's own limit of 100 nested messages, about the same.
+MAX_JSON_DEPTH = 160
+
 
 class MalformedRequest(ValueError):
     """The request body cannot be decoded (bad protobuf, bad JSON, bad hex id). One-line message."""
@@ -98,8 +103,12 @@ def decode_json(body: bytes) -> Message:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedRequest(f"malformed JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(data, dict):
         raise MalformedRequest("malformed JSON: expected an object ExportLogsServiceRequest")
+    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise MalformedRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         _hex_ids_to_base64(data)
         strict = json_format.ParseDict(
@@ -107,10 +116,26 @@ def decode_json(body: bytes) -> Message:
         )
     except MalformedRequest:
         raise
-    except (json_format.ParseError, ValueError, TypeError, AttributeError) as exc:
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise MalformedRequest(f"invalid OTLP JSON ({message})") from None
     return LenientRequest.FromString(strict.SerializeToString())
+
+
+def json_depth(data: Any, stop_at: int) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0, ``[]`` is 1), counted without recursion; stops
+    counting once ``stop_at`` is passed (returns ``stop_at + 1``)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > stop_at:
+                return deepest
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 def _hex_ids_to_base64(data: dict[str, Any]) -> None:

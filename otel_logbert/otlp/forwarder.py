@@ -52,6 +52,7 @@ from otel_logbert.otlp.retry import (
     retry_info_delay,
 )
 from otel_logbert.otlp.telemetry import Metrics
+from otel_logbert.otlp.tls import ClientTls
 from otel_logbert.sessions.session import Origin
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,19 @@ class LogsExporter(ABC):
 
 
 class GrpcLogsExporter(LogsExporter):
-    def __init__(self, endpoint: str, headers: dict[str, str] | None = None, gzip_: bool = False) -> None:
-        self.target, self.tls = grpc_target(endpoint)
+    """OTLP/gRPC. ``tls`` (``forward.tls``) decides TLS and its files; without it, ``https://`` means
+    TLS with the system roots."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        headers: dict[str, str] | None = None,
+        gzip_: bool = False,
+        tls: ClientTls | None = None,
+    ) -> None:
+        self.target, https = grpc_target(endpoint)
+        self.tls = tls.enabled if tls is not None else https
+        self._tls = tls
         self.metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
         self.compression = grpc.Compression.Gzip if gzip_ else grpc.Compression.NoCompression
         self._channel: grpc.aio.Channel | None = None
@@ -103,11 +115,13 @@ class GrpcLogsExporter(LogsExporter):
     def _stub(self) -> grpc.aio.UnaryUnaryMultiCallable:
         if self._call is None:
             options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-            self._channel = (
-                grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials(), options=options)
-                if self.tls
-                else grpc.aio.insecure_channel(self.target, options=options)
-            )
+            if self.tls:
+                tls = self._tls
+                credentials = tls.grpc_credentials() if tls is not None else grpc.ssl_channel_credentials()
+                options += tls.grpc_options() if tls is not None else []
+                self._channel = grpc.aio.secure_channel(self.target, credentials, options=options)
+            else:
+                self._channel = grpc.aio.insecure_channel(self.target, options=options)
             # Bytes in, bytes out: the request is already serialized.
             self._call = self._channel.unary_unary(LOGS_EXPORT_METHOD)
         return self._call
@@ -135,10 +149,20 @@ class GrpcLogsExporter(LogsExporter):
 
 
 class HttpLogsExporter(LogsExporter):
-    """OTLP/HTTP protobuf: ``POST <endpoint>/v1/logs``."""
+    """OTLP/HTTP protobuf: ``POST <endpoint>/v1/logs``; ``tls`` (``forward.tls``): CA, client
+    certificate and server name for an ``https://`` endpoint."""
 
-    def __init__(self, endpoint: str, headers: dict[str, str] | None = None, gzip_: bool = False) -> None:
-        self.url = http_url(endpoint, "/v1/logs")
+    def __init__(
+        self,
+        endpoint: str,
+        headers: dict[str, str] | None = None,
+        gzip_: bool = False,
+        tls: ClientTls | None = None,
+    ) -> None:
+        self._ssl = tls.ssl_context() if tls is not None else None
+        self._server_hostname = tls.server_name if tls is not None and tls.enabled else None
+        scheme = "https" if self._ssl is not None else "http"
+        self.url = http_url(endpoint if "://" in endpoint else f"{scheme}://{endpoint}", "/v1/logs")
         self.headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
         self.gzip = gzip_
         if gzip_:
@@ -152,8 +176,13 @@ class HttpLogsExporter(LogsExporter):
             self._session = aiohttp.ClientSession()
         payload = gzip.compress(body, compresslevel=1) if self.gzip else body
         try:
+            extra = {}
+            if self._ssl is not None:
+                extra["ssl"] = self._ssl
+                if self._server_hostname:
+                    extra["server_hostname"] = self._server_hostname
             async with self._session.post(
-                self.url, data=payload, headers=self.headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+                self.url, data=payload, headers=self.headers, timeout=aiohttp.ClientTimeout(total=timeout_s), **extra
             ) as response:
                 content = await response.read()
                 if response.status == 200:
@@ -182,12 +211,15 @@ def _partial(reply: bytes) -> ExportOutcome:
 def build_exporter(
     config: ForwardConfig, endpoint: str | None = None, protocol: str | None = None
 ) -> LogsExporter:
+    """The log exporter of ``forward`` (its TLS from ``forward.tls``). Raises ``UserError`` when the
+    TLS files do not load."""
     endpoint = endpoint or config.endpoint
     protocol = protocol or config.protocol
     gzip_ = config.compression == "gzip"
+    tls = ClientTls(config.tls, endpoint, "forward.tls")
     if protocol == "grpc":
-        return GrpcLogsExporter(endpoint, config.headers, gzip_)
-    return HttpLogsExporter(endpoint, config.headers, gzip_)
+        return GrpcLogsExporter(endpoint, config.headers, gzip_, tls)
+    return HttpLogsExporter(endpoint, config.headers, gzip_, tls)
 
 
 def build_request(items: list[Item]) -> bytes:

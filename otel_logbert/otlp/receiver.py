@@ -4,16 +4,22 @@ Both hand a decoded request to an ``Intake`` (the sidecar) and answer success on
 ``Intake.accept`` returned, i.e. once every record is held by the sidecar (in a session or in the
 forward queue). Errors follow the OTLP specification so a Collector's exporter does the right thing:
 
-| situation                    | gRPC                                  | HTTP              |
-| ---------------------------- | ------------------------------------- | ----------------- |
-| malformed protobuf / JSON    | INVALID_ARGUMENT (not retried)        | 400 (not retried) |
-| wrong content type           | -                                     | 415               |
-| request too large            | RESOURCE_EXHAUSTED (gRPC's own limit) | 413               |
-| sidecar full (back-pressure) | RESOURCE_EXHAUSTED + RetryInfo        | 503 + Retry-After |
-| shutting down                | UNAVAILABLE                           | 503 + Retry-After |
+| situation                               | gRPC                                  | HTTP              |
+| --------------------------------------- | ------------------------------------- | ----------------- |
+| missing or wrong bearer token           | UNAUTHENTICATED                       | 401               |
+| malformed protobuf / JSON, bad gzip     | INVALID_ARGUMENT (not retried)        | 400 (not retried) |
+| wrong content type or Content-Encoding  | -                                     | 415               |
+| request too large (bytes, inflated)     | RESOURCE_EXHAUSTED (gRPC's own limit) | 413               |
+| too many records / attributes           | RESOURCE_EXHAUSTED (no RetryInfo)     | 413               |
+| sidecar full (back-pressure)            | RESOURCE_EXHAUSTED + RetryInfo        | 503 + Retry-After |
+| shutting down                           | UNAVAILABLE                           | 503 + Retry-After |
 
 Error bodies on HTTP are ``google.rpc.Status`` in the request's encoding. Every message is one line.
-The sidecar never rejects part of a request, so responses carry no ``partial_success``.
+The sidecar never rejects part of a request, so responses carry no ``partial_success``. Every refusal
+is counted in ``requests_refused`` by protocol and reason. The HTTP receiver inflates the body itself,
+as it streams in, up to ``max_body_bytes`` (``otlp.inflate``); an HTTP error answered before the body
+was read closes the connection, so the rest of the body is never read. TLS (``otlp.tls``) and the
+bearer token (``otlp.auth``) are checked before anything else.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from otel_logbert.config import GrpcReceiverConfig, HttpReceiverConfig
+from otel_logbert.otlp.auth import BearerToken
 from otel_logbert.otlp.codec import (
     LOGS_SERVICE,
     MalformedRequest,
@@ -37,8 +44,11 @@ from otel_logbert.otlp.codec import (
     decode_protobuf,
     encode_json_response,
 )
+from otel_logbert.otlp.inflate import BadEncoding, TooLarge, UnsupportedEncoding, read_body
+from otel_logbert.otlp.limits import LimitExceeded, RequestLimits
 from otel_logbert.otlp.retry import retry_info_trailer
 from otel_logbert.otlp.telemetry import Metrics
+from otel_logbert.otlp.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +80,34 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+UNAUTHENTICATED_MESSAGE = "missing or wrong bearer token"
+
+
 class Receiver:
     """What both receivers share: the intake they hand requests to, where they listen, the largest
-    request they take, and counting refused requests (``requests_refused``, by protocol and reason)."""
+    request they take, its TLS, the bearer token requests must carry (``auth``; None: any), the
+    per-request bounds (``limits``), and counting refused requests (``requests_refused``, by protocol
+    and reason)."""
 
     protocol = ""
 
-    def __init__(self, intake: Intake, endpoint: str, max_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        endpoint: str,
+        max_bytes: int,
+        metrics: Metrics,
+        tls: ServerTls | None,
+        auth: BearerToken | None,
+        limits: RequestLimits,
+    ) -> None:
         self.intake = intake
         self.endpoint = endpoint
         self.max_bytes = max_bytes
         self.metrics = metrics
+        self.tls = tls
+        self.auth = auth
+        self.limits = limits
         self.port = 0  # the bound port once started
 
     def _refused(self, reason: str) -> None:
@@ -90,13 +117,28 @@ class Receiver:
 class GrpcReceiver(Receiver):
     protocol = "grpc"
 
-    def __init__(self, intake: Intake, config: GrpcReceiverConfig, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        config: GrpcReceiverConfig,
+        metrics: Metrics,
+        *,
+        auth: BearerToken | None = None,
+        limits: RequestLimits | None = None,
+    ) -> None:
+        """Raises ``UserError`` when the TLS files do not load."""
         assert config.endpoint is not None
-        super().__init__(intake, config.endpoint, config.max_message_bytes, metrics)
+        tls = ServerTls.from_config(config.tls, "receivers.grpc.tls")
+        super().__init__(
+            intake, config.endpoint, config.max_message_bytes, metrics, tls, auth, limits or RequestLimits()
+        )
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
-        """Listen; raises ``OSError`` when the port cannot be bound."""
+        """Listen; raises ``OSError`` when the port cannot be bound, ``UserError`` for TLS settings
+        grpcio cannot honour. A server that fails to listen is stopped before raising (an aio server
+        dropped without ``stop`` can crash the process later, when it is collected)."""
+        credentials = self.tls.grpc_credentials() if self.tls is not None else None
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self.max_bytes),
@@ -109,12 +151,20 @@ class GrpcReceiver(Receiver):
             (grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": handler}),)
         )
         host, port = split_endpoint(self.endpoint)
+        address = f"{host}:{port}"
+        problem = None
         try:
-            self.port = server.add_insecure_port(f"{host}:{port}")
+            if credentials is not None:
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
-            raise OSError(f"receivers.grpc.endpoint {self.endpoint}: cannot listen ({exc})") from None
-        if self.port == 0:
-            raise OSError(f"receivers.grpc.endpoint {self.endpoint}: cannot listen (address in use?)")
+            problem = str(exc)
+        if problem is None and self.port == 0:
+            problem = "address in use?"
+        if problem is not None:
+            await server.stop(None)
+            raise OSError(f"receivers.grpc.endpoint {self.endpoint}: cannot listen ({problem})")
         await server.start()
         self._server = server
 
@@ -125,11 +175,20 @@ class GrpcReceiver(Receiver):
             self._server = None
 
     async def _export(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if self.auth is not None and not self.auth.accepts(_authorization(context)):
+            self._refused("unauthenticated")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
         try:
             request = decode_protobuf(body)
         except MalformedRequest as exc:
             self._refused("malformed")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        del body
+        try:
+            self.limits.check(request)
+        except LimitExceeded as exc:
+            self._refused("limits")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         try:
             await self.intake.accept(request, "grpc")
         except Refused as exc:
@@ -145,19 +204,34 @@ class GrpcReceiver(Receiver):
 class HttpReceiver(Receiver):
     protocol = "http"
 
-    def __init__(self, intake: Intake, config: HttpReceiverConfig, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        config: HttpReceiverConfig,
+        metrics: Metrics,
+        *,
+        auth: BearerToken | None = None,
+        limits: RequestLimits | None = None,
+    ) -> None:
+        """Raises ``UserError`` when the TLS files do not load."""
         assert config.endpoint is not None
-        super().__init__(intake, config.endpoint, config.max_body_bytes, metrics)
+        tls = ServerTls.from_config(config.tls, "receivers.http.tls")
+        super().__init__(
+            intake, config.endpoint, config.max_body_bytes, metrics, tls, auth, limits or RequestLimits()
+        )
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         """Listen; raises ``OSError`` when the port cannot be bound."""
         app = web.Application(client_max_size=self.max_bytes)
         app.router.add_post("/v1/logs", self._export)
-        self._runner = web.AppRunner(app, access_log=None)
+        # The body is inflated by ``read_body`` under the limit; aiohttp's own decompression would
+        # inflate a whole bomb (also after the answer, draining the body for keep-alive).
+        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
         host, port = split_endpoint(self.endpoint)
-        site = web.TCPSite(self._runner, host, port)
+        ssl_context = self.tls.ssl_context() if self.tls is not None else None
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -183,7 +257,10 @@ class HttpReceiver(Receiver):
                 f"unsupported content type {content_type!r}: use {PROTOBUF} or {JSON}",
                 PROTOBUF,
                 "unsupported_media",
+                close=True,
             )
+        if self.auth is not None and not self.auth.accepts(request.headers.get("Authorization")):
+            return self._error(401, UNAUTHENTICATED_MESSAGE, content_type, "unauthenticated", close=True)
         length = request.content_length
         if length is not None and length > self.max_bytes:
             return self._error(
@@ -191,17 +268,25 @@ class HttpReceiver(Receiver):
                 f"request body of {length} bytes exceeds {self.max_bytes}",
                 content_type,
                 "too_large",
+                close=True,
             )
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._error(
-                413, f"request body exceeds {self.max_bytes} bytes", content_type, "too_large"
-            )
+            body = await read_body(request.content, request.headers.get("Content-Encoding"), self.max_bytes)
+        except UnsupportedEncoding as exc:
+            return self._error(415, str(exc), content_type, "unsupported_media", close=True)
+        except BadEncoding as exc:
+            return self._error(400, str(exc), content_type, "malformed", close=True)
+        except TooLarge as exc:
+            return self._error(413, str(exc), content_type, "too_large", close=True)
         try:
             decoded = decode_protobuf(body) if content_type == PROTOBUF else decode_json(body)
         except MalformedRequest as exc:
             return self._error(400, str(exc), content_type, "malformed")
+        del body
+        try:
+            self.limits.check(decoded)
+        except LimitExceeded as exc:
+            return self._error(413, str(exc), content_type, "limits")
         try:
             await self.intake.accept(decoded, "http")
         except Refused as exc:
@@ -211,17 +296,39 @@ class HttpReceiver(Receiver):
         return web.Response(body=EMPTY_RESPONSE_JSON, content_type=JSON)
 
     def _error(
-        self, status: int, message: str, content_type: str, reason: str, retry_after: float | None = None
+        self,
+        status: int,
+        message: str,
+        content_type: str,
+        reason: str,
+        retry_after: float | None = None,
+        close: bool = False,
     ) -> web.Response:
+        """An error answer; ``close``: the body was not (fully) read, so the connection is closed
+        instead of reading the rest of it."""
         self._refused(reason)
         body_status = status_pb2.Status(code=_GRPC_EQUIVALENT.get(status, 2), message=message)
         if content_type == JSON:
             body = json_format.MessageToJson(body_status, indent=None).encode()
         else:
             body = body_status.SerializeToString()
-        headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
-        return web.Response(status=status, body=body, content_type=content_type, headers=headers)
+        headers = {}
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(retry_after)))
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        response = web.Response(status=status, body=body, content_type=content_type, headers=headers or None)
+        if close:
+            response.force_close()
+        return response
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return None
 
 
 # HTTP status -> google.rpc.Code for the Status body.
-_GRPC_EQUIVALENT = {400: 3, 413: 8, 415: 3, 503: 14}
+_GRPC_EQUIVALENT = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}

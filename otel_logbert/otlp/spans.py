@@ -30,6 +30,7 @@ from otel_logbert import __version__
 from otel_logbert.otlp.annotate import AttributeNames
 from otel_logbert.otlp.endpoints import grpc_target, http_url
 from otel_logbert.otlp.telemetry import Metrics
+from otel_logbert.otlp.tls import ClientTls, sdk_exporter_options
 from otel_logbert.sessions.session import Session, Verdict
 
 log = logging.getLogger(__name__)
@@ -171,14 +172,23 @@ class _CountingExporter(SpanExporter):
 
 
 def build_span_exporter(
-    endpoint: str, protocol: str, timeout_s: float, headers: dict[str, str]
+    endpoint: str, protocol: str, timeout_s: float, headers: dict[str, str], tls: ClientTls | None = None
 ) -> SpanExporter:
-    """opentelemetry-sdk's OTLP span exporter for ``endpoint`` (``http://host:port`` or ``host:port``)."""
+    """opentelemetry-sdk's OTLP span exporter for ``endpoint`` (``http(s)://host:port`` or ``host:port``)
+    with ``tls`` (``otlp.tls.sdk_exporter_options``). Raises ``UserError``."""
+    options = sdk_exporter_options(tls, endpoint, protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        target, tls = grpc_target(endpoint)
-        return OTLPSpanExporter(endpoint=target, insecure=not tls, timeout=timeout_s, headers=headers or None)
+        return OTLPSpanExporter(
+            endpoint=grpc_target(endpoint)[0], timeout=timeout_s, headers=headers or None, **options
+        )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-    return HttpSpanExporter(endpoint=http_url(endpoint, "/v1/traces"), timeout=timeout_s, headers=headers or None)
+    scheme = "https" if tls is not None and tls.enabled else "http"
+    return HttpSpanExporter(
+        endpoint=http_url(endpoint if "://" in endpoint else f"{scheme}://{endpoint}", "/v1/traces"),
+        timeout=timeout_s,
+        headers=headers or None,
+        **options,
+    )

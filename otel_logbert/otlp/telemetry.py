@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from otel_logbert import __version__
 from otel_logbert.otlp.endpoints import grpc_target, http_url
 from otel_logbert.otlp.instruments import METRICS
+from otel_logbert.otlp.tls import ClientTls, sdk_exporter_options
 
 if TYPE_CHECKING:
     from otel_logbert.config import SidecarConfig
@@ -71,7 +72,11 @@ class Metrics:
         if target is None:
             return cls()
         endpoint, protocol = target
-        exporter = build_metric_exporter(endpoint, protocol, config.forward.timeout_s, config.forward.headers)
+        f = config.forward
+        # telemetry.otlp_metrics.endpoint comes with its tls; without it metrics go where logs go, with forward.tls.
+        tls = ClientTls(otlp.tls, endpoint, "telemetry.otlp_metrics.tls") if otlp.endpoint else ClientTls(
+            f.tls, endpoint, "forward.tls")
+        exporter = build_metric_exporter(endpoint, protocol, f.timeout_s, f.headers, tls)
         return cls([PeriodicExportingMetricReader(exporter, export_interval_millis=otlp.interval_s * 1000)])
 
     def __getattr__(self, name: str) -> Any:
@@ -93,18 +98,28 @@ class Metrics:
         self.provider.shutdown()
 
 
-def build_metric_exporter(endpoint: str, protocol: str, timeout_s: float, headers: dict[str, str]) -> MetricExporter:
+def build_metric_exporter(
+    endpoint: str, protocol: str, timeout_s: float, headers: dict[str, str], tls: ClientTls | None = None
+) -> MetricExporter:
     """opentelemetry-sdk's OTLP metric exporter for ``endpoint`` (``http(s)://host:port`` or
     ``host:port``): gRPC ``MetricsService/Export``, or for ``protocol == "http"`` protobuf posted to
-    ``<endpoint>/v1/metrics``."""
+    ``<endpoint>/v1/metrics``; TLS from ``tls`` (``otlp.tls.sdk_exporter_options``)."""
+    options = sdk_exporter_options(tls, endpoint, protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
 
-        target, tls = grpc_target(endpoint)
-        return GrpcExporter(endpoint=target, insecure=not tls, timeout=timeout_s, headers=headers or None)
+        return GrpcExporter(
+            endpoint=grpc_target(endpoint)[0], timeout=timeout_s, headers=headers or None, **options
+        )
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 
-    return HttpExporter(endpoint=http_url(endpoint, "/v1/metrics"), timeout=timeout_s, headers=headers or None)
+    scheme = "https" if tls is not None and tls.enabled else "http"
+    return HttpExporter(
+        endpoint=http_url(endpoint if "://" in endpoint else f"{scheme}://{endpoint}", "/v1/metrics"),
+        timeout=timeout_s,
+        headers=headers or None,
+        **options,
+    )
 
 
 class TelemetryServer:

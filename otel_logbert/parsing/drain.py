@@ -65,7 +65,10 @@ class LogParser:
 
     ``masking`` names a preset (``masking.preset_names()``); ``custom_masking`` adds rules
     ``[{"regex": ..., "mask_with": ...}]`` applied first. ``sim_th`` and ``depth`` default to the
-    preset's. Raises ``ValueError`` for an unknown preset or a bad custom rule.
+    preset's. ``max_clusters`` > 0 bounds the clusters kept: past it, drain3 evicts the least recently
+    matched cluster (as the Collector contrib drain processor does), so high-cardinality bodies cannot
+    grow the parser without bound; a message of an evicted cluster later gets a new key. Raises
+    ``ValueError`` for an unknown preset or a bad custom rule.
 
     ``revision`` counts the changes that decide keys (a cluster created, a template generalised) since
     the parser was built or loaded; ``parsing.persistence`` saves the state when it moved.
@@ -79,9 +82,13 @@ class LogParser:
         sim_th: float | None = None,
         depth: int | None = None,
         max_children: int = 100,
+        max_clusters: int = 0,
     ) -> None:
         if max_line_chars < 1:
             raise ValueError("max_line_chars must be at least 1")
+        if max_clusters < 0:
+            raise ValueError("max_clusters must be >= 0 (0: unbounded)")
+        self.max_clusters = max_clusters
         preset = get_preset(masking)
         self.masking = masking
         self.custom_masking = [dict(rule) for rule in custom_masking or []]
@@ -107,6 +114,7 @@ class LogParser:
         config.drain_sim_th = self.sim_th
         config.drain_depth = self.depth
         config.drain_max_children = self.max_children
+        config.drain_max_clusters = self.max_clusters or None
         config.drain_extra_delimiters = list(self.extra_delimiters)
         config.masking_instructions = list(self.rules)
         config.mask_prefix, config.mask_suffix = MASK_PREFIX, MASK_SUFFIX
@@ -187,7 +195,12 @@ class LogParser:
 
     def _cached_cluster(self, tokens: list[str]) -> LogCluster | None:
         cluster_id = self._shape_cache.get(tuple(tokens))
-        return None if cluster_id is None else self.drain.id_to_cluster.get(cluster_id)
+        if cluster_id is None:
+            return None
+        clusters = self.drain.id_to_cluster
+        # drain3's LRU cache (max_clusters): indexing marks the cluster used, ``get`` would not; an
+        # evicted cluster gives None.
+        return clusters.get(cluster_id) if isinstance(clusters, dict) else clusters[cluster_id]
 
     def _remember_shape(self, tokens: list[str], cluster: LogCluster) -> None:
         if len(self._shape_cache) >= SHAPE_CACHE_SIZE:
@@ -214,8 +227,9 @@ class LogParser:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LogParser:
-        """Rebuild a parser from ``to_json`` output. Raises ``ValueError`` on a foreign or broken state.
+    def from_json(cls, data: dict[str, Any], max_clusters: int = 0) -> LogParser:
+        """Rebuild a parser from ``to_json`` output (``max_clusters``: see the class; a serving bound,
+        not part of the state). Raises ``ValueError`` on a foreign or broken state.
 
         The prefix tree is restored exactly when ``tree`` is present (so keys match the saved parser's
         on any input); without it, it is rebuilt from the clusters in id order.
@@ -231,6 +245,7 @@ class LogParser:
                 sim_th=float(drain_params["sim_th"]),
                 depth=int(drain_params["depth"]),
                 max_children=int(drain_params["max_children"]),
+                max_clusters=max_clusters,
             )
             drain = parser.drain
             for entry in data["clusters"]:
@@ -256,10 +271,10 @@ class LogParser:
         FilePersistence(path).save_state(json.dumps(self.to_json()).encode("utf-8"))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> LogParser:
+    def load(cls, path: str | os.PathLike[str], max_clusters: int = 0) -> LogParser:
         """Read a state written by ``save``. Raises ``OSError`` or ``ValueError``."""
         with open(path, encoding="utf-8") as f:
-            return cls.from_json(json.load(f))
+            return cls.from_json(json.load(f), max_clusters=max_clusters)
 
 
 def _node_to_json(node: Node) -> dict[str, Any]:

@@ -24,7 +24,9 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel_logbert.config import SidecarConfig
 from otel_logbert.errors import UserError
+from otel_logbert.otlp.auth import BearerToken
 from otel_logbert.otlp.forwarder import LogsExporter
+from otel_logbert.otlp.limits import RequestLimits
 from otel_logbert.otlp.receiver import GrpcReceiver, HttpReceiver, split_endpoint
 from otel_logbert.otlp.telemetry import TelemetryServer
 from otel_logbert.sidecar.lanes import Router
@@ -64,7 +66,9 @@ class Sidecar:
         return self.pipeline.router
 
     def ready(self) -> tuple[bool, str]:
-        """(ready, why not) for ``/readyz``."""
+        """(ready, why not) for ``/readyz``: false while starting or stopping, while a scorer is not
+        ready, while admission refuses requests (the queue is full), and while the last export to
+        the downstream failed (cleared by the next delivery)."""
         if self._stopping:
             return False, "shutting down"
         if not self._started:
@@ -72,6 +76,12 @@ class Sidecar:
         for lane in self.router.lanes:
             if lane.scorer is not None and not lane.scorer.ready():
                 return False, f"scorer of lane {lane.name} not ready"
+        admission = self.pipeline.admission
+        if admission.held >= admission.limit:
+            return False, f"queue full ({admission.held} records waiting to be scored and forwarded)"
+        error = self.pipeline.forwarder.last_error
+        if error:
+            return False, f"downstream failing: {error[:200]}"
         return True, ""
 
     @property
@@ -180,11 +190,13 @@ class Sidecar:
                     f"telemetry.endpoint {config.telemetry.endpoint}: cannot listen ({exc.strerror or exc})"
                 ) from None
         receivers = config.receivers
+        auth = BearerToken.from_config(receivers.auth)
+        limits = RequestLimits(receivers.max_records_per_request, receivers.max_attributes_per_record)
         if receivers.grpc.endpoint:
-            self.grpc = GrpcReceiver(self.pipeline, receivers.grpc, self.metrics)
+            self.grpc = GrpcReceiver(self.pipeline, receivers.grpc, self.metrics, auth=auth, limits=limits)
             await _listen(self.grpc.start)
         if receivers.http.endpoint:
-            self.http = HttpReceiver(self.pipeline, receivers.http, self.metrics)
+            self.http = HttpReceiver(self.pipeline, receivers.http, self.metrics, auth=auth, limits=limits)
             await _listen(self.http.start)
 
     async def _stop_servers(self) -> None:

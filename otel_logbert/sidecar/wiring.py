@@ -24,6 +24,7 @@ from otel_logbert.otlp.fields import field_reader
 from otel_logbert.otlp.forwarder import Forwarder, LogsExporter, build_exporter
 from otel_logbert.otlp.spans import SpanEmitter, build_span_exporter
 from otel_logbert.otlp.telemetry import Metrics
+from otel_logbert.otlp.tls import ClientTls
 from otel_logbert.parsing.drain import LogParser
 from otel_logbert.parsing.semantic import ENCODER_PACKAGE, MiniLMEncoder, SemanticKeyMapper, index_factory_for
 from otel_logbert.scoring.base import Scorer
@@ -61,9 +62,11 @@ def build_pipeline(
     spans = None
     if config.traces.enabled and isinstance(rule, TraceIdKey) and config.scoring_enabled:
         if span_exporter is None:
-            span_exporter = build_span_exporter(
-                config.traces.endpoint or f.endpoint, config.traces.protocol or f.protocol, f.timeout_s, f.headers
-            )
+            t = config.traces
+            # traces.endpoint comes with traces.tls; without it spans go where logs go, with forward.tls.
+            endpoint, tls = (t.endpoint, ClientTls(t.tls, t.endpoint, "traces.tls")) if t.endpoint else (
+                f.endpoint, ClientTls(f.tls, f.endpoint, "forward.tls"))
+            span_exporter = build_span_exporter(endpoint, t.protocol or f.protocol, f.timeout_s, f.headers, tls)
         spans = SpanEmitter(span_exporter, metrics)
     learners = {}
     if config.learn.enabled:
@@ -174,14 +177,14 @@ def _parser(config: SidecarConfig, masking: str, bundle: Bundle | None, state_fi
     parsing = config.parsing
     if state_file is not None and state_file.exists():
         try:
-            parser = LogParser.load(state_file)
+            parser = LogParser.load(state_file, max_clusters=parsing.max_clusters)
         except (OSError, ValueError) as exc:
             raise UserError(f"{state_file}: cannot load parser state ({exc})") from None
         log.info("parser state loaded", extra={"path": str(state_file), "clusters": parser.cluster_count})
         return parser
     if bundle is not None and bundle.drain_state is not None:
         try:
-            return LogParser.from_json(bundle.drain_state)
+            return LogParser.from_json(bundle.drain_state, max_clusters=parsing.max_clusters)
         except ValueError as exc:
             raise BundleError(f"{bundle.path}/drain3.json: {exc}") from None
     try:
@@ -189,6 +192,7 @@ def _parser(config: SidecarConfig, masking: str, bundle: Bundle | None, state_fi
             masking=masking,
             custom_masking=parsing.custom_masking or None,
             max_line_chars=parsing.max_line_chars,
+            max_clusters=parsing.max_clusters,
         )
     except ValueError as exc:
         raise UserError(f"parsing.masking: {exc}") from None
