@@ -165,11 +165,13 @@ class TritonScorer(Scorer):
         backoff_s: float = DEFAULT_BACKOFF_S,
         failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
         reset_timeout_s: float = DEFAULT_RESET_TIMEOUT_S,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
         import tritonclient.grpc  # noqa: F401 - fail here, with ImportError, when the client is missing
 
         self.bundle = bundle
         self.url = url
+        self.client_options = client_options or {}  # TLS: ssl, creds, channel_args (``tls_client_options``)
         self.triton_model_name = triton_model_name or default_model_name(bundle)
         self.model_name = bundle.model
         self.model_version = bundle.model_version
@@ -320,7 +322,7 @@ class TritonScorer(Scorer):
             if self._client is None:
                 import tritonclient.grpc as grpcclient
 
-                self._client = grpcclient.InferenceServerClient(self.url)
+                self._client = grpcclient.InferenceServerClient(self.url, **self.client_options)
             return self._client
 
     def close(self) -> None:
@@ -380,3 +382,17 @@ def _describe(exc: BaseException) -> str:
     status = _status_of(exc).replace("StatusCode.", "")
     text = " ".join(str(text or type(exc).__name__).split())[:300]
     return f"{status}: {text}" if status else text
+
+
+def tls_client_options(tls: Any) -> dict[str, Any]:
+    """tritonclient's gRPC client keyword arguments for an ``otlp.tls.ClientTls`` (``scoring.triton.tls``):
+    TLS credentials, and the target name override as a channel argument (with tritonclient's own
+    unlimited message sizes, which ``channel_args`` would otherwise replace)."""
+    if tls is None or not tls.enabled:
+        return {}
+    options: dict[str, Any] = {"ssl": True, "creds": tls.grpc_credentials()}
+    if tls.grpc_options():
+        unlimited = 2**31 - 1
+        options["channel_args"] = [("grpc.max_send_message_length", unlimited),
+                                   ("grpc.max_receive_message_length", unlimited), *tls.grpc_options()]
+    return options

@@ -225,14 +225,16 @@ def _scorer(config: SidecarConfig, bundle: Bundle) -> Scorer:
         from otel_logbert.scoring.onnx import OnnxScorer
 
         return OnnxScorer(bundle, batch_size=scoring.batch_size, threads=scoring.threads)
-    from otel_logbert.scoring.triton import TritonScorer
+    from otel_logbert.scoring.triton import TritonScorer, tls_client_options
 
+    tls = ClientTls(scoring.triton.tls, scoring.triton.url, "scoring.triton.tls")
     try:  # the scorer imports tritonclient when built, so a missing client surfaces here
         return TritonScorer(
             bundle,
             url=scoring.triton.url,
             triton_model_name=scoring.triton.model_name,
             timeout_s=scoring.triton.timeout_s,
+            client_options=tls_client_options(tls),
         )
     except ImportError as exc:
         missing = exc.name or "tritonclient"

@@ -337,3 +337,39 @@ def run(config: dict[str, Any], scenario: Any) -> Any:
             return await scenario(sidecar)
 
     return asyncio.run(main())
+
+
+def test_triton_client_speaks_tls_with_its_files(rule_bundle: Path, tmp_path: Path) -> None:
+    """scoring.triton.tls reaches tritonclient: against a TLS gRPC server that requires a client
+    certificate (an OtlpSink: it serves no Triton API), the handshake succeeds and the call fails
+    with UNIMPLEMENTED; without the TLS options it never gets past the transport (UNAVAILABLE)."""
+    from otel_logbert.bundle import load_bundle
+    from otel_logbert.config import TlsClientConfig
+    from otel_logbert.otlp.tls import ClientTls
+    from otel_logbert.scoring.triton import TritonScorer, tls_client_options
+
+    ca = Authority(tmp_path, "ca")
+    server, client = ca.issue("triton", server=True, hosts=("triton.test",)), ca.issue("sidecar", server=False)
+    credentials = grpc.ssl_server_credentials([(server.key_file.read_bytes(), server.cert_file.read_bytes())],
+                                              root_certificates=ca.cert_file.read_bytes(), require_client_auth=True)
+    sink = OtlpSink(server_credentials=credentials).start()
+    url = f"127.0.0.1:{sink.port}"
+    tls = ClientTls(TlsClientConfig(ca_file=str(ca.cert_file), cert_file=str(client.cert_file),
+                                    key_file=str(client.key_file), server_name_override="triton.test"), url, "t")
+    bundle = load_bundle(rule_bundle, require_onnx=False)
+
+    def live_status(options: dict[str, Any]) -> str:
+        scorer = TritonScorer(bundle, url=url, client_options=options)
+        try:
+            scorer._sync_client().is_server_live(client_timeout=3)
+            return "live"
+        except Exception as exc:  # tritonclient's InferenceServerException carries the gRPC status
+            return str(getattr(exc, "status", lambda: "")() or exc)
+        finally:
+            scorer.close()
+
+    try:
+        assert "UNIMPLEMENTED" in live_status(tls_client_options(tls))
+        assert "UNAVAILABLE" in live_status({})
+    finally:
+        sink.stop()
