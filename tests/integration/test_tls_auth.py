@@ -361,7 +361,7 @@ def test_triton_client_speaks_tls_with_its_files(rule_bundle: Path, tmp_path: Pa
     def live_status(options: dict[str, Any]) -> str:
         scorer = TritonScorer(bundle, url=url, client_options=options)
         try:
-            scorer._sync_client().is_server_live(client_timeout=3)
+            scorer._get_client().is_server_live(client_timeout=3)
             return "live"
         except Exception as exc:  # tritonclient's InferenceServerException carries the gRPC status
             return str(getattr(exc, "status", lambda: "")() or exc)
