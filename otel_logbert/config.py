@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from otel_logbert.errors import UserError
+from otel_logbert.scoring.cache import DEFAULT_CACHE_ENTRIES
 
 ENV_PREFIX = "OTEL_LOGBERT_"
 MiB = 1024 * 1024
@@ -482,6 +483,11 @@ class ScoringConfig(Section):
     )
     timeout_s: float = option(2.0, check=Positive(), doc="a batch not scored by then goes on unscored")
     threads: int = option(1, check=Positive(allow_zero=True), doc="ONNX Runtime intra-op threads per embedded scorer")
+    cache_entries: int = option(
+        DEFAULT_CACHE_ENTRIES,
+        check=Positive(allow_zero=True),
+        doc="verdict cache per lane: distinct key sequences remembered (LRU; 0: off; see scoring.cache)",
+    )
     triton: TritonConfig = section(TritonConfig, "for scorer `triton`")
 
 

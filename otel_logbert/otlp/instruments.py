@@ -124,4 +124,12 @@ METRICS: tuple[MetricSpec, ...] = (
         "Records closed but not yet delivered (scoring + forward queue)",
     ),
     MetricSpec("queue.fill", "otel_logbert.queue.fill", "gauge", "", "queue.records / forward.queue_max_records"),
+    MetricSpec(
+        "scoring.cache.hit_rate", "otel_logbert.scoring.cache.hit_rate", "gauge", "",
+        "Share of sessions answered by the verdict cache since start (all lanes; 0 when off)",
+    ),
+    MetricSpec(
+        "scoring.cache.entries", "otel_logbert.scoring.cache.entries", "gauge", "",
+        "Distinct key sequences held by the verdict caches (all lanes)",
+    ),
 )

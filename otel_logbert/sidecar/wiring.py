@@ -28,6 +28,7 @@ from otel_logbert.otlp.tls import ClientTls
 from otel_logbert.parsing.drain import LogParser
 from otel_logbert.parsing.semantic import ENCODER_PACKAGE, MiniLMEncoder, SemanticKeyMapper, index_factory_for
 from otel_logbert.scoring.base import Scorer
+from otel_logbert.scoring.cache import DEFAULT_CACHE_KEYS, CachedScorer, CacheStats
 from otel_logbert.scoring.thresholds import DynamicThresholdPolicy, StaticThreshold, ThresholdPolicy
 from otel_logbert.sessions.keys import TraceIdKey, key_rule
 from otel_logbert.sessions.learn import LearnWriter
@@ -96,6 +97,8 @@ def build_pipeline(
             "buffer.fill": lambda: store.buffered / s.max_buffered_records,
             "queue.records": lambda: admission.held,
             "queue.fill": lambda: admission.held / f.queue_max_records,
+            "scoring.cache.hit_rate": lambda: _cache_stats(router).hit_rate,
+            "scoring.cache.entries": lambda: _cache_stats(router).entries,
         }
     )
     return pipeline
@@ -219,7 +222,23 @@ def key_mapper(config: SidecarConfig, bundle: Bundle, parser: LogParser) -> Sema
     return mapper
 
 
+def _cache_stats(router: Router) -> CacheStats:
+    """The verdict caches of every lane, added up."""
+    stats = [lane.scorer.stats for lane in router.lanes if isinstance(lane.scorer, CachedScorer)]
+    return CacheStats(
+        sum(s.lookups for s in stats), sum(s.hits for s in stats), sum(s.entries for s in stats),
+        sum(s.keys for s in stats),
+    )
+
+
 def _scorer(config: SidecarConfig, bundle: Bundle) -> Scorer:
+    """The lane's scorer (embedded or Triton), behind a verdict cache unless ``cache_entries`` is 0."""
+    scorer = _backend(config, bundle)
+    entries = config.scoring.cache_entries
+    return CachedScorer(scorer, max_entries=entries, max_keys=DEFAULT_CACHE_KEYS) if entries else scorer
+
+
+def _backend(config: SidecarConfig, bundle: Bundle) -> Scorer:
     scoring = config.scoring
     if scoring.scorer == "embedded":
         from otel_logbert.scoring.onnx import OnnxScorer

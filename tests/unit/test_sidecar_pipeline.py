@@ -492,3 +492,38 @@ def template_key(bundle: Path, text: str) -> str:
 
     parser = LogParser.from_json(load_bundle(bundle).drain_state or {})
     return parser.parse(text).key
+
+
+def test_the_verdict_cache_answers_repeated_sessions_with_the_same_verdict(
+    otlp_sink: OtlpSink, rule_bundle: Path
+) -> None:
+    """Eight traces with one key sequence and one with another: with the cache the model sees the two
+    sequences once each (7 of 9 sessions answered by the cache), and every record carries exactly the
+    attributes it carries without the cache (session ids aside)."""
+    from tests.conftest import prometheus_value
+
+    traces = [bytes([i + 1]) * 16 for i in range(9)]
+    bodies = [list(NORMAL_MESSAGES[:3])] * 8 + [[NORMAL_MESSAGES[0], "never seen before at all", NORMAL_MESSAGES[2]]]
+
+    async def scenario(entries: int) -> tuple[list[Any], float]:
+        otlp_sink.logs.clear()
+        config = sidecar_config(otlp_sink.endpoint, rule_bundle, scoring={"cache_entries": entries})
+        async with running_sidecar(config) as sidecar:
+            for trace, messages in zip(traces, bodies, strict=True):
+                await send(sidecar, request([log(m, trace) for m in messages]))
+            records = await asyncio.to_thread(otlp_sink.wait_for_records, 27)
+            text = sidecar.metrics.prometheus_text().decode()
+        return records, prometheus_value(text, "otel_logbert_scoring_cache_hit_rate")
+
+    def verdicts(records: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for _, _, record in records:
+            attrs = {k: v for k, v in attributes(record).items() if k != "log.anomaly.session.id"}
+            out.append((record.trace_id.hex() + record.body.string_value, attrs))
+        return sorted(out, key=lambda pair: pair[0])
+
+    cached, hit_rate = asyncio.run(scenario(1000))
+    plain, no_cache = asyncio.run(scenario(0))
+    assert verdicts(cached) == verdicts(plain)
+    assert hit_rate == pytest.approx(7 / 10)  # + the warm-up session, a miss
+    assert no_cache == 0.0
