@@ -506,7 +506,7 @@ def test_the_verdict_cache_answers_repeated_sessions_with_the_same_verdict(
     bodies = [list(NORMAL_MESSAGES[:3])] * 8 + [[NORMAL_MESSAGES[0], "never seen before at all", NORMAL_MESSAGES[2]]]
 
     async def scenario(entries: int) -> tuple[list[Any], float]:
-        otlp_sink.logs.clear()
+        otlp_sink.clear()
         config = sidecar_config(otlp_sink.endpoint, rule_bundle, scoring={"cache_entries": entries})
         async with running_sidecar(config) as sidecar:
             for trace, messages in zip(traces, bodies, strict=True):
