@@ -103,17 +103,29 @@ def _learned_parser_state(path: Path) -> dict[str, Any] | None:
     return state
 
 
+# No limit on the size of a CSV field: a session of 100,000 keys is a ~600 KB field (the csv module's
+# default limit is 128 KiB). The largest value the platform's C long takes.
+CSV_FIELD_LIMIT = 2**31 - 1
+
+
 def _read_csv(path: Path, text: str) -> SessionFile:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     ids, sessions = [], []
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or not any(cell.strip() for cell in row):
-            continue
-        if len(row) != 2:
-            raise InputError(path, f"expected 2 CSV fields (id,sequence), found {len(row)}", number)
-        if not ids and not sessions and not row[1].replace(" ", "").lstrip("-").isdigit():
-            continue  # header line
-        sessions.append(_keys(row[1], path, number))
-        ids.append(row[0].strip())
+    reader = csv.reader(io.StringIO(text))
+    try:
+        for row in reader:
+            number = reader.line_num
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) != 2:
+                raise InputError(path, f"expected 2 CSV fields (id,sequence), found {len(row)}", number)
+            if not ids and not sessions and not row[1].replace(" ", "").lstrip("-").isdigit():
+                continue  # header line
+            sessions.append(_keys(row[1], path, number))
+            ids.append(row[0].strip())
+    except csv.Error as exc:
+        raise InputError(path, f"invalid CSV ({exc})", reader.line_num) from None
     if not sessions:
         raise InputError(path, "no sessions found (only a header?)")
     return SessionFile(path, ids, sessions)
