@@ -36,8 +36,8 @@ def test_error_after_a_long_session_names_file_and_line(tmp_path):
     path.write_text("blk_1," + " ".join(long_keys()) + "\nblk_2,5 x 11\n")
     with pytest.raises(InputError, match=r"sessions.csv:2: event id 'x' is not an integer"):
         read_sessions(path)
-    path.write_text("blk_1,\"" + " ".join(long_keys()) + "\n")  # an unterminated quote, 120k keys long
-    with pytest.raises(InputError, match=r"sessions.csv:\d+: "):
+    path.write_text("blk_1," + " ".join(long_keys()) + "\nblk_2,5,11\n")
+    with pytest.raises(InputError, match=r"sessions.csv:2: expected 2 CSV fields \(id,sequence\), found 3"):
         read_sessions(path)
 
 
