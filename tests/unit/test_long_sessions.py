@@ -61,7 +61,7 @@ def test_long_session_trains_and_scores_in_chunks():
     model, vocab, threshold, metadata = train_model(
         "fastlogad", sessions, epochs=1, seed=0, progress=False,
         overrides={"max_len": 64, "d_model": 16, "n_heads": 2, "d_ff": 32, "n_layers": 1, "gen_d_model": 8,
-                   "gen_d_ff": 16, "calibration": "max"})
+                   "gen_d_ff": 16})
     assert metadata["train_chunks"] >= LONG // 64 or metadata["validation_sessions"] >= 1
     shapes = []
     scorer = TorchScorer(model, model_name="fastlogad", model_version="t", batch_size=64)
