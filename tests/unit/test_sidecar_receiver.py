@@ -170,6 +170,11 @@ def test_readyz_healthz_and_metrics(otlp_sink: OtlpSink, rule_bundle: Path) -> N
     async def scenario(sidecar: Any) -> dict[str, tuple[int, str]]:
         await grpc_export(sidecar, request(3))
         await asyncio.to_thread(otlp_sink.wait_for_records, 3)
+        # the sink has the records before the forwarder has handled the reply (and counted them)
+        for _ in range(500):
+            if not sidecar.pipeline.forwarder.pending_records:
+                break
+            await asyncio.sleep(0.01)
         port = sidecar.telemetry.port
         out = {}
         async with aiohttp.ClientSession() as session:
