@@ -18,8 +18,10 @@ def grpc_target(endpoint: str) -> tuple[str, bool]:
     return endpoint, False
 
 
-def http_url(endpoint: str, signal_path: str) -> str:
-    """The OTLP/HTTP URL of one signal: ``endpoint`` (``http://`` when it has no scheme) with
-    ``signal_path`` (``/v1/logs``, ``/v1/traces``, ``/v1/metrics``) appended unless it already ends with it."""
-    base = (endpoint if "://" in endpoint else f"http://{endpoint}").rstrip("/")
+def http_url(endpoint: str, signal_path: str, tls: bool = False) -> str:
+    """The OTLP/HTTP URL of one signal: ``endpoint`` (given no scheme: ``https://`` when ``tls``, else
+    ``http://``) with ``signal_path`` (``/v1/logs``, ``/v1/traces``, ``/v1/metrics``) appended unless it
+    already ends with it."""
+    scheme = "https" if tls else "http"
+    base = (endpoint if "://" in endpoint else f"{scheme}://{endpoint}").rstrip("/")
     return base if base.endswith(signal_path) else base + signal_path

@@ -161,8 +161,7 @@ class HttpLogsExporter(LogsExporter):
     ) -> None:
         self._ssl = tls.ssl_context() if tls is not None else None
         self._server_hostname = tls.server_name if tls is not None and tls.enabled else None
-        scheme = "https" if self._ssl is not None else "http"
-        self.url = http_url(endpoint if "://" in endpoint else f"{scheme}://{endpoint}", "/v1/logs")
+        self.url = http_url(endpoint, "/v1/logs", tls=self._ssl is not None)
         self.headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
         self.gzip = gzip_
         if gzip_:

@@ -185,9 +185,8 @@ def build_span_exporter(
         )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-    scheme = "https" if tls is not None and tls.enabled else "http"
     return HttpSpanExporter(
-        endpoint=http_url(endpoint if "://" in endpoint else f"{scheme}://{endpoint}", "/v1/traces"),
+        endpoint=http_url(endpoint, "/v1/traces", tls=tls is not None and tls.enabled),
         timeout=timeout_s,
         headers=headers or None,
         **options,

@@ -113,9 +113,8 @@ def build_metric_exporter(
         )
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 
-    scheme = "https" if tls is not None and tls.enabled else "http"
     return HttpExporter(
-        endpoint=http_url(endpoint if "://" in endpoint else f"{scheme}://{endpoint}", "/v1/metrics"),
+        endpoint=http_url(endpoint, "/v1/metrics", tls=tls is not None and tls.enabled),
         timeout=timeout_s,
         headers=headers or None,
         **options,

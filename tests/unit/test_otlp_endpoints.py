@@ -33,3 +33,8 @@ def test_the_log_exporters_use_them() -> None:
     assert (grpc.target, grpc.tls) == ("collector:4317", True)
     assert HttpLogsExporter("collector:4318").url == "http://collector:4318/v1/logs"
 
+
+
+def test_http_url_without_a_scheme_follows_tls() -> None:
+    assert http_url("collector:4318", "/v1/traces", tls=True) == "https://collector:4318/v1/traces"
+    assert http_url("http://collector:4318", "/v1/traces", tls=True) == "http://collector:4318/v1/traces"
