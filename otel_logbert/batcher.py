@@ -61,15 +61,6 @@ class Batcher(Generic[T]):
         self._in_flight: set[asyncio.Task[None]] = set()
         self.pending = 0  # weight of the items queued or being handled
 
-    def __len__(self) -> int:
-        """Items queued (not yet handed to a handler)."""
-        return len(self._queue)
-
-    @property
-    def busy(self) -> bool:
-        """True while at least one batch is being handled."""
-        return bool(self._in_flight)
-
     def put(self, items: Iterable[T]) -> None:
         """Queue items (never blocks, never refuses)."""
         added = list(items)
