@@ -25,7 +25,7 @@ run() {  # name model [extra train args...] ; eval with static threshold, and DT
 }
 for spec in "fastlogad fastlogad" "fastlogad-paper-ops fastlogad --set generated_ops=[replace]" \
             "fastlogad-random fastlogad --set generator=random" "logbert logbert" \
-            "loganom loganom" "loganom-paper-mean loganom --set score=mean" \
+            "loganom loganom" "loganom-max loganom --set score=max" "loganom-paper-mean loganom --set score=mean" \
             "loganom-no-grbilstm loganom --set use_bilstm=false"; do
   set -- $spec
   mkdir -p "$OUT/$1"

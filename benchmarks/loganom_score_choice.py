@@ -13,9 +13,11 @@ the scorers do). The choice uses no anomaly label:
    mean share of synthetic faults above the threshold. Such faults are not the HDFS anomalies; they stand
    for "one change somewhere in a normal session", the case the mean dilutes. (The first version had
    only the first three kinds; see the issue-14 note for both tables and why the suite was widened.)
-3. Only then the dev files (with labels) are scored, for measuring.
+3. With several bundles (seeds, with and without the GR-BiLSTM), the chosen variant is the one whose
+   worst share over the bundles is best (maximin): a score must hold on every model it may be given.
+4. Only then the dev files (with labels) are scored, for measuring.
 
-    .venv/bin/python benchmarks/loganom_score_choice.py --bundle runs/hdfs14/loganom/bundle [--json out.json]
+    .venv/bin/python benchmarks/loganom_score_choice.py --bundle A/bundle --bundle B/bundle [--json out.json]
 """
 
 from __future__ import annotations
@@ -118,15 +120,9 @@ def synthetic_faults(sessions: list[list[int]], vocab_size: int, seed: int) -> d
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bundle", type=Path, required=True)
-    ap.add_argument("--normal", type=Path, default=DATA / "dev_normal.csv")
-    ap.add_argument("--abnormal", type=Path, default=DATA / "dev_abnormal.csv")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-
-    kl = KeyLosses(args.bundle)
+def variant_rows(bundle_dir: Path, normal_file: Path, abnormal_file: Path) -> list[dict]:
+    """Every (score, top_k, lam) variant on one bundle: synthetic-fault shares (the choice) and dev metrics."""
+    kl = KeyLosses(bundle_dir)
     bundle = kl.bundle
     meta = bundle.metadata
     train = read_sessions(meta["train_file"]).sessions
@@ -138,8 +134,8 @@ def main() -> int:
     # per-key tolerance for "excess": the per-key loss exceeded by key_miss_target of normal validation keys
     kl.tolerance = float(np.quantile(np.concatenate(val_losses[0]), 1 - kl.model.cfg.key_miss_target))
     fault_losses = {name: kl.compute(s) for name, s in faults.items()}
-    normal = read_sessions(args.normal).sessions
-    abnormal = read_sessions(args.abnormal).sessions
+    normal = read_sessions(normal_file).sessions
+    abnormal = read_sessions(abnormal_file).sessions
     dev_enc = [bundle.vocab.encode(s) for s in normal + abnormal]
     dev_losses = kl.compute(dev_enc)
 
@@ -165,24 +161,68 @@ def main() -> int:
                          "threshold": threshold, "synthetic": caught,
                          "synthetic_mean": float(np.mean(list(caught.values()))),
                          **{key: m[key] for key in ("precision", "recall", "fpr", "auroc", "aupr", "f1_paper_mix")}})
-    best = max(rows, key=lambda r: (round(r["synthetic_mean"], 3), -r["top_k"]))
-    print(f"bundle {args.bundle} (trained lam {bundle.config.get('lam')}); threshold: {quantile} quantile of "
-          f"{len(val_enc)} normal validation sessions; synthetic faults from the same sessions")
+    print(f"\nbundle {bundle_dir} (trained lam {bundle.config.get('lam')}, BiLSTM {bundle.config.get('use_bilstm')}, "
+          f"seed {meta['seed']}); threshold: {quantile} quantile of {len(val_enc)} normal validation sessions; "
+          "synthetic faults from the same sessions")
+    return rows
+
+
+def variant_name(row: dict) -> str:
+    return f"top{row['top_k']}" if row["score"] == "topk" else row["score"]
+
+
+def print_rows(rows: list[dict]) -> None:
     print(f"{'score':<8}{'lam':>5}  " + " ".join(f"{k:>7}" for k in FAULT_KINDS) + f" {'synth':>6} | "
           f"{'prec':>6} {'recall':>6} {'FPR':>6} {'AUROC':>6} {'f1_mix':>6}")
     for r in rows:
-        name = f"top{r['top_k']}" if r["score"] == "topk" else r["score"]
-        mark = "  <- chosen (synthetic faults, no labels)" if r is best else ""
         s = r["synthetic"]
-        print(f"{name:<8}{r['lam']:>5}  " + " ".join(f"{s[k]:>7.3f}" for k in FAULT_KINDS) +
+        print(f"{variant_name(r):<8}{r['lam']:>5}  " + " ".join(f"{s[k]:>7.3f}" for k in FAULT_KINDS) +
               f" {r['synthetic_mean']:>6.3f} | {r['precision']:>6.4f} {r['recall']:>6.4f} {r['fpr']:>6.4f} "
-              f"{r['auroc']:>6.4f} {r['f1_paper_mix']:>6.3f}{mark}")
+              f"{r['auroc']:>6.4f} {r['f1_paper_mix']:>6.3f}")
         if r["dtpm"]:
             d = r["dtpm"]
             print(f"{'':<13}DTPM on dev: precision {d['precision']:.4f} recall {d['recall']:.4f} FPR {d['fpr']:.4f} "
                   f"f1_mix {d['f1_paper_mix']:.3f}")
+
+
+def choose(per_bundle: list[list[dict]]) -> list[dict]:
+    """The variants ranked by their worst synthetic-fault share over the bundles (maximin), best first.
+
+    A score must hold on every trained model it may be given (seeds, with and without the GR-BiLSTM):
+    a variant that is best on one model and collapses on another is the fragile choice.
+    """
+    table = []
+    for i, row in enumerate(per_bundle[0]):
+        shares = [rows[i]["synthetic_mean"] for rows in per_bundle]
+        table.append({"score": row["score"], "top_k": row["top_k"], "lam": row["lam"],
+                      "worst": min(shares), "mean": float(np.mean(shares)), "shares": shares})
+    return sorted(table, key=lambda t: (-round(t["worst"], 3), -round(t["mean"], 3), t["top_k"]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bundle", type=Path, action="append", required=True,
+                    help="a trained BERT-LogAnom bundle; repeat it: the choice is the best worst case over them")
+    ap.add_argument("--normal", type=Path, default=DATA / "dev_normal.csv")
+    ap.add_argument("--abnormal", type=Path, default=DATA / "dev_abnormal.csv")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    per_bundle = []
+    for bundle_dir in args.bundle:
+        rows = variant_rows(bundle_dir, args.normal, args.abnormal)
+        print_rows(rows)
+        per_bundle.append(rows)
+    ranking = choose(per_bundle)
+    print(f"\nchoice (no labels): worst and mean synthetic-fault share over {len(per_bundle)} bundle(s)")
+    print(f"{'score':<8}{'lam':>5} {'worst':>6} {'mean':>6}  per bundle")
+    for t in ranking:
+        mark = "  <- chosen" if t is ranking[0] else ""
+        print(f"{variant_name(t):<8}{t['lam']:>5} {t['worst']:>6.3f} {t['mean']:>6.3f}  "
+              + " ".join(f"{s:.3f}" for s in t["shares"]) + mark)
     if args.json:
-        args.json.write_text(json.dumps({"bundle": str(args.bundle), "rows": rows, "chosen": best}, indent=1))
+        args.json.write_text(json.dumps({"bundles": [str(b) for b in args.bundle], "rows": per_bundle,
+                                         "ranking": ranking, "chosen": ranking[0]}, indent=1))
     return 0
 
 

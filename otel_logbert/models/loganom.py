@@ -5,10 +5,11 @@ distance of the attention-pooled session embedding z to the center c (mean z ove
 Score = an MLKP term over the per-key cross-entropies (every key predicted once with ``k`` interleaved
 mask patterns) + lambda * ||z - c||^2. The MLKP term is ``score``:
 
-* ``max`` (the packaged config's): the largest per-key loss. One surprising key weighs the same in a
-  session of 5 keys and of 120.
+* ``graded`` (the packaged config's): LogBERT's graded surprise over the ranks (a key inside the
+  calibrated top-g adds 0, a never-seen key a lot); a sum, so one bad key is not diluted.
+* ``max``: the largest per-key loss. One surprising key weighs the same in a session of 5 keys and of
+  120, but one normal key with a huge loss sets the threshold.
 * ``topk``: the mean of the ``top_k`` largest per-key losses.
-* ``graded``: LogBERT's graded surprise over the ranks (a key inside the calibrated top-g adds 0).
 * ``mean``: the paper's mean over all keys; one bad key is diluted by the length of the session.
 
 ``benchmarks/loganom_score_choice.py`` compares them without labels.
@@ -37,8 +38,8 @@ class LogAnomConfig(EncoderConfig):
     use_bilstm: bool = True
     mask_ratio: float = 0.3
     lam: float = 0.1  # weight of the VHM distance in the loss and the score
-    # MLKP term of the session score: topk | max | mean. The dataclass keeps the paper's mean, so a bundle
-    # written before the option existed scores as it did; the packaged config (configs/loganom.yaml) says topk.
+    # MLKP term of the session score: graded | max | topk | mean. The dataclass keeps the paper's mean, so a
+    # bundle written before the option existed scores as it did; the packaged config says graded.
     score: str = "mean"
     top_k: int = 3  # keys averaged by score: topk
     k_patterns: int = 4

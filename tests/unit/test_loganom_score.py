@@ -37,9 +37,10 @@ def test_topk_of_a_session_shorter_than_k_is_the_mean_of_its_keys():
     assert mlkp_term(ce[:, :2], real[:, :2], "topk", 5).item() == pytest.approx((5.0 + 0.1) / 2)
 
 
-def test_the_packaged_config_scores_the_largest_key_loss_and_old_bundles_keep_the_mean():
+def test_the_packaged_config_scores_the_graded_surprise_and_old_bundles_keep_the_mean():
     model_values, _ = load_training_config("loganom", None)
-    assert model_values["score"] == "max"
+    assert model_values["score"] == "graded"
+    assert model_values["lam"] == 0.2  # the paper's VHM weight
     # a bundle written before the option existed has no "score" in config.json: the paper's mean
     assert make_config("loganom", {"vocab_size": 10}).score == "mean"
 

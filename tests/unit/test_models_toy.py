@@ -19,9 +19,10 @@ SMALL = {"max_len": 16, "batch_size": 16, "scale_embeddings": False}
 EPOCHS = 16
 
 
-# loganom: the packaged top-k score; loganom-mean: the paper's mean over all keys.
+# loganom: the packaged graded score; the other BERT-LogAnom scores: the largest per-key loss and the
+# paper's mean over all keys.
 VARIANTS = {"logbert": ("logbert", {}), "fastlogad": ("fastlogad", {}), "loganom": ("loganom", {}),
-            "loganom-mean": ("loganom", {"score": "mean"})}
+            "loganom-max": ("loganom", {"score": "max"}), "loganom-mean": ("loganom", {"score": "mean"})}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
