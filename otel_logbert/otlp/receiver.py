@@ -175,30 +175,47 @@ class GrpcReceiver(Receiver):
             self._server = None
 
     async def _export(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """One ``Export`` call. Refusals are answered by setting the status on ``context`` and
+        returning, never with ``context.abort``: the ``AbortError`` it raises is kept by grpc's call
+        state and, through its traceback, keeps this frame (the decoded request) alive in a
+        reference cycle until a rare full collection (a refusal storm of 178 KB requests took RSS
+        from 123 to 1,026 MiB that way)."""
         if self.auth is not None and not self.auth.accepts(_authorization(context)):
-            self._refused("unauthenticated")
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+            return self._fail(context, "unauthenticated", grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
         try:
             request = decode_protobuf(body)
         except MalformedRequest as exc:
-            self._refused("malformed")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return self._fail(context, "malformed", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         del body
         try:
             self.limits.check(request)
         except LimitExceeded as exc:
-            self._refused("limits")
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            return self._fail(context, "limits", grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         try:
             await self.intake.accept(request, "grpc")
         except Refused as exc:
-            self._refused(exc.reason)
             if exc.reason == "backpressure":
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED
                 trailer = retry_info_trailer(exc.retry_after_s, code.value[0], str(exc))
-                await context.abort(code, str(exc), trailing_metadata=(trailer,))
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+                return self._fail(context, exc.reason, code, str(exc), trailer)
+            return self._fail(context, exc.reason, grpc.StatusCode.UNAVAILABLE, str(exc))
         return EMPTY_RESPONSE_BYTES
+
+    def _fail(
+        self,
+        context: grpc.aio.ServicerContext,
+        reason: str,
+        code: grpc.StatusCode,
+        message: str,
+        trailer: tuple[str, bytes] | None = None,
+    ) -> bytes:
+        """Count the refusal and set the call's status; the returned (empty) body is not sent."""
+        self._refused(reason)
+        context.set_code(code)
+        context.set_details(message)
+        if trailer is not None:
+            context.set_trailing_metadata((trailer,))
+        return b""
 
 
 class HttpReceiver(Receiver):

@@ -247,7 +247,10 @@ def tune_gc() -> None:
 
     Everything alive at start-up (modules, the model) is frozen out of collection, and collections
     run less often: full collections over a million records would otherwise pause the event loop
-    for 100+ ms. The sidecar's own data (sessions, records) holds no reference cycles.
+    for 100+ ms. The sidecar's own data (sessions, records) holds no reference cycles, and neither
+    may a refused request: with collections this rare, anything a cycle keeps alive (a decoded
+    request held by a raised exception's traceback, say) piles up while the sidecar pushes back.
+    The receivers answer refusals without raising for that reason (``otlp.receiver``).
     """
     gc.collect()
     gc.freeze()
