@@ -546,6 +546,31 @@ class LearnConfig(Section):
 
 
 @dataclass
+class PersistenceConfig(Section):
+    """The persistent queue (``sidecar.wal``, docs/persistence.md): off while ``directory`` is null."""
+
+    directory: str | None = option(
+        None,
+        doc="write-ahead log of every acknowledged record until delivered (one sidecar per directory); "
+            "null = memory only, a crash loses what is held",
+    )
+    max_bytes: int = option(
+        1024 * MiB, check=Positive(), doc="log size on disk at most; at it the receivers push back (503)"
+    )
+    segment_bytes: int = option(
+        16 * MiB, check=Positive(), doc="log segment file size; a segment is deleted once all of it is delivered"
+    )
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.max_bytes < 2 * self.segment_bytes:
+            raise ConfigError(
+                f"{path}.max_bytes: must be at least twice segment_bytes ({2 * self.segment_bytes}), "
+                f"got {self.max_bytes}"
+            )
+
+
+@dataclass
 class SidecarConfig(Section):
     receivers: ReceiversConfig = section(ReceiversConfig, "where the Collector sends logs")
     forward: ForwardConfig = section(ForwardConfig, "where enriched logs go")
@@ -556,6 +581,9 @@ class SidecarConfig(Section):
     attributes: AttributesConfig = section(AttributesConfig, "names written on records")
     telemetry: TelemetryConfig = section(TelemetryConfig, "the sidecar's own health, metrics and logs")
     learn: LearnConfig = section(LearnConfig, "learn mode: record sessions to train on")
+    persistence: PersistenceConfig = section(
+        PersistenceConfig, "persistent queue: acknowledged records survive a crash (opt-in)"
+    )
 
     @property
     def scoring_enabled(self) -> bool:

@@ -18,6 +18,11 @@ The queue never refuses records. Back-pressure is decided before records get her
 and refuses whole requests while they exceed ``forward.queue_max_records`` (the receivers answer
 RESOURCE_EXHAUSTED / 503 with a retry hint), which is how back-pressure reaches the Collector's
 sending queue. Delivery is at-least-once: a retry after a timeout can deliver a batch twice.
+
+With the persistent queue (``persistence.directory``) the forwarder tells its ``DeliveryJournal``
+(``sidecar.wal``) about each batch: ``sending`` before the first attempt (awaited), ``settled`` once
+it is delivered or dropped for good. A batch still retrying at shutdown is not settled: it stays in
+the log for the next start.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import gzip
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 import grpc.aio
@@ -68,8 +75,16 @@ class Mark:
 
 
 # A queued record: where it came from, its serialized bytes, the serialized attributes to append
-# to them, and the mark of its group.
-Item = tuple[Origin, bytes, bytes, Mark]
+# to them, the mark of its group, and its ticket in the persistent queue (0 without one).
+Item = tuple[Origin, bytes, bytes, Mark, int]
+
+
+class DeliveryJournal(Protocol):
+    """Where the forwarder reports what happens to records (the persistent queue, by ticket)."""
+
+    async def sending(self, tickets: Iterable[int]) -> None: ...
+
+    def settled(self, tickets: Iterable[int]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -225,7 +240,7 @@ def build_request(items: list[Item]) -> bytes:
     """Serialized ``ExportLogsServiceRequest``: records regrouped under their resource and scope,
     in first-seen order."""
     resources: dict[tuple[bytes | None, bytes], dict[tuple[bytes | None, bytes], list[tuple[bytes, bytes]]]] = {}
-    for origin, data, suffix, _ in items:
+    for origin, data, suffix, _, _ in items:
         scopes = resources.get(origin.resource_key)
         if scopes is None:
             scopes = resources[origin.resource_key] = {}
@@ -248,9 +263,12 @@ class Forwarder:
     ``pending_records`` (queued or being exported) is what the pipeline's back-pressure counts.
     """
 
-    def __init__(self, exporter: LogsExporter, config: ForwardConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, exporter: LogsExporter, config: ForwardConfig, metrics: Metrics, journal: DeliveryJournal | None = None
+    ) -> None:
         """Raises ``ValueError`` for a ``batch_max_records`` or ``max_in_flight`` below 1."""
         self.exporter = exporter
+        self.journal = journal
         self.config = config
         self.metrics = metrics
         self.last_error = ""
@@ -286,6 +304,10 @@ class Forwarder:
 
     async def _send(self, batch: list[Item]) -> None:
         body = build_request(batch)
+        journal = self.journal
+        tickets = [item[4] for item in batch] if journal is not None else []
+        if journal is not None:
+            await journal.sending(tickets)
         started = time.monotonic()
         retry, metrics = self.config.retry, self.metrics
         backoff = Backoff(retry.initial_backoff_s, retry.max_backoff_s)
@@ -293,6 +315,8 @@ class Forwarder:
             outcome = await self.exporter.export(body, self.config.timeout_s)
             if outcome.ok:
                 self._delivered(batch, outcome)
+                if journal is not None:
+                    journal.settled(tickets)
                 return
             self.last_error = outcome.message
             elapsed = time.monotonic() - started
@@ -303,6 +327,8 @@ class Forwarder:
                     extra={"records": len(batch), "why": why, "error": outcome.message},
                 )
                 metrics.records_dropped.add(len(batch), {"reason": "dropped"})
+                if journal is not None:  # retrying can never succeed: not replayed either
+                    journal.settled(tickets)
                 return
             delay = backoff.next(outcome.retry_after_s)
             log.warning(

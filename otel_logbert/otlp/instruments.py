@@ -89,6 +89,11 @@ METRICS: tuple[MetricSpec, ...] = (
         "Export requests answered with an error, by reason", ("protocol", "reason"),
     ),
     MetricSpec(
+        "records_replayed", "otel_logbert.records.replayed", "counter", "{record}",
+        "Records restored from the persistent queue at start; state in_flight: sent before the restart "
+        "without an acknowledgement (possibly delivered twice), held: never sent", ("state",),
+    ),
+    MetricSpec(
         "sessions_closed", "otel_logbert.sessions.closed", "counter", "{session}", "Sessions closed, by reason",
         ("reason",),
     ),
@@ -124,6 +129,17 @@ METRICS: tuple[MetricSpec, ...] = (
         "Records closed but not yet delivered (scoring + forward queue)",
     ),
     MetricSpec("queue.fill", "otel_logbert.queue.fill", "gauge", "", "queue.records / forward.queue_max_records"),
+    MetricSpec(
+        "persistence.bytes", "otel_logbert.persistence.bytes", "gauge", "",
+        "Bytes of the persistent queue on disk (0 when off)",
+    ),
+    MetricSpec(
+        "persistence.fill", "otel_logbert.persistence.fill", "gauge", "", "persistence.bytes / persistence.max_bytes",
+    ),
+    MetricSpec(
+        "persistence.entries", "otel_logbert.persistence.entries", "gauge", "",
+        "Requests in the persistent queue with records not yet delivered",
+    ),
     MetricSpec(
         "scoring.cache.hit_rate", "otel_logbert.scoring.cache.hit_rate", "gauge", "",
         "Share of sessions answered by the verdict cache since start (all lanes; 0 when off)",

@@ -81,14 +81,16 @@ class Record:
 
     ``data``: the serialized ``LogRecord`` as received, minus any attributes the sidecar owns, plus
     the ``log.record.template`` attribute. ``pos``: the index of its key in its session's ``keys``.
+    ``ticket``: where the persistent queue holds it (``sidecar.wal``; 0 without persistence).
     """
 
-    __slots__ = ("data", "origin", "pos")
+    __slots__ = ("data", "origin", "pos", "ticket")
 
-    def __init__(self, data: bytes, origin: Origin, pos: int = 0) -> None:
+    def __init__(self, data: bytes, origin: Origin, pos: int = 0, ticket: int = 0) -> None:
         self.data = data
         self.origin = origin
         self.pos = pos
+        self.ticket = ticket
 
 
 class Session:

@@ -30,6 +30,7 @@ from otel_logbert.otlp.limits import RequestLimits
 from otel_logbert.otlp.receiver import GrpcReceiver, HttpReceiver, split_endpoint
 from otel_logbert.otlp.telemetry import TelemetryServer
 from otel_logbert.sidecar.lanes import Router
+from otel_logbert.sidecar.wal import Backlog
 from otel_logbert.sidecar.wiring import build_pipeline
 
 log = logging.getLogger(__name__)
@@ -95,22 +96,34 @@ class Sidecar:
         return out
 
     async def start(self) -> None:
-        """Start telemetry, receivers and background loops. Raises ``UserError`` when a port cannot
-        be bound (everything already started is stopped again)."""
+        """Open the persistent queue (if any), start telemetry and the background loops, replay what
+        the queue held, then start the receivers. Raises ``UserError`` when a port cannot be bound or
+        the queue's directory cannot be used (everything already started is stopped again)."""
         config = self.config
+        pipeline = self.pipeline
+        backlog = await self._open_wal()
         try:
-            await self._start_servers()
+            await self._start_telemetry()
         except BaseException:
             await self._stop_servers()
             raise
         await self._warm_up()
-        pipeline = self.pipeline
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name="sessions"),
             asyncio.create_task(pipeline.scoring.run(), name="scoring"),
             asyncio.create_task(pipeline.forwarder.run(), name="forward"),
             asyncio.create_task(self._state_loop(), name="parser-state"),
         ]
+        if backlog:
+            replayed = await pipeline.replay(backlog)
+            log.info("persistent queue replayed", extra={"records": replayed, "requests": len(backlog)})
+        try:
+            await self._start_receivers()
+        except BaseException:
+            for task in self._tasks:
+                task.cancel()
+            await self._stop_servers()
+            raise
         self._started = True
         log.info(
             "otel-logbert sidecar started",
@@ -142,7 +155,12 @@ class Sidecar:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await pipeline.scoring.drain()
             left = await pipeline.forwarder.drain(self.config.forward.drain_timeout_s)
-            if left:
+            if left and pipeline.wal is not None:
+                log.warning(
+                    "shutdown: records not delivered in time are kept in the persistent queue for the next start",
+                    extra={"records": left, "error": pipeline.forwarder.last_error},
+                )
+            elif left:
                 self.metrics.records_dropped.add(left, {"reason": "shutdown"})
                 log.error(
                     "shutdown: records could not be delivered in time",
@@ -158,6 +176,8 @@ class Sidecar:
         finally:
             pipeline.scoring.close()
             await pipeline.forwarder.close()
+            if pipeline.wal is not None:
+                await pipeline.wal.close()
             self.router.close()
             await self._stop_servers()
             self.metrics.shutdown()
@@ -178,7 +198,22 @@ class Sidecar:
             log.info("otel-logbert sidecar stopping")
             await self.stop()
 
-    async def _start_servers(self) -> None:
+    async def _open_wal(self) -> list[Backlog]:
+        """Lock and read back the persistent queue (in a worker thread); [] without one."""
+        wal = self.pipeline.wal
+        if wal is None:
+            return []
+        try:
+            backlog = await asyncio.to_thread(wal.open)
+        except BlockingIOError:
+            raise UserError(f"persistence.directory {wal.directory}: in use by another otel-logbert process") from None
+        except OSError as exc:
+            raise UserError(f"persistence.directory {wal.directory}: cannot use it ({exc.strerror or exc})") from None
+        log.info("persistent queue opened", extra={"directory": str(wal.directory), "bytes": wal.bytes,
+                                                   "undelivered_requests": len(backlog)})
+        return backlog
+
+    async def _start_telemetry(self) -> None:
         config = self.config
         if config.telemetry.endpoint:
             self.telemetry = TelemetryServer(self.metrics, self.ready)
@@ -189,7 +224,9 @@ class Sidecar:
                 raise UserError(
                     f"telemetry.endpoint {config.telemetry.endpoint}: cannot listen ({exc.strerror or exc})"
                 ) from None
-        receivers = config.receivers
+
+    async def _start_receivers(self) -> None:
+        receivers = self.config.receivers
         auth = BearerToken.from_config(receivers.auth)
         limits = RequestLimits(receivers.max_records_per_request, receivers.max_attributes_per_record)
         if receivers.grpc.endpoint:

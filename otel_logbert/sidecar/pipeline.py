@@ -15,11 +15,18 @@ Where records are at any moment (nothing is ever dropped silently):
 refuses new requests with a retry hint while it is full, so they wait in the Collector's sending
 queue instead. Records without a session key skip (1) and (2), marked ``log.anomaly.status =
 unsessioned``.
+
+With the persistent queue (``persistence``, ``sidecar.wal``) every request is also written to the
+log, and fsynced, before ``accept`` returns (so before the OTLP response), in all three places;
+``replay`` puts what a previous run left undelivered back through the same path at start. A full
+log refuses the request with back-pressure, like a full queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -28,7 +35,7 @@ from google.protobuf.message import Message
 
 from otel_logbert.config import ScoringConfig, TracesConfig
 from otel_logbert.otlp.annotate import STATUS_SCORED, Annotator
-from otel_logbert.otlp.codec import text_of
+from otel_logbert.otlp.codec import MalformedRequest, decode_protobuf, text_of
 from otel_logbert.otlp.forwarder import Forwarder, Item, Mark
 from otel_logbert.otlp.receiver import Refused
 from otel_logbert.otlp.spans import SpanEmitter, build_span, unexpected_templates
@@ -39,7 +46,12 @@ from otel_logbert.sessions.learn import LearnWriter
 from otel_logbert.sessions.session import OriginTable, Record, Session, Verdict
 from otel_logbert.sessions.store import SessionStore
 from otel_logbert.sidecar.lanes import Router
+from otel_logbert.sidecar.wal import Backlog, PersistenceFull, WriteAheadLog, ticket
 
+log = logging.getLogger(__name__)
+
+RESTART = "restart"  # close reason (and ``log.anomaly.reason``) of sessions restored from the log
+REPLAY_WAIT_S = 0.05  # while replaying: how often to look whether the queue has room again
 SERVICE_NAME = b"service.name"
 YIELD_EVERY = 1024  # records ingested between yields to the event loop
 
@@ -95,6 +107,7 @@ class Pipeline:
         learners: dict[int, LearnWriter],
         queue_max_records: int,
         metrics: Metrics,
+        wal: WriteAheadLog | None = None,
     ) -> None:
         self.router = router
         self.rule = rule
@@ -107,6 +120,7 @@ class Pipeline:
         self.spans = spans
         self.learners = learners
         self.metrics = metrics
+        self.wal = wal
         self.admission = Admission(queue_max_records, (self.scoring, forwarder))
         self.origins = OriginTable()
         self.accepting = True
@@ -115,11 +129,12 @@ class Pipeline:
 
     async def accept(self, request: Message, protocol: str) -> int:
         """Take every record of a lenient ``ExportLogsServiceRequest``; returns the record count once
-        all are held. Yields to the event loop every ``YIELD_EVERY`` records, so a large request
-        does not stall scoring and forwarding meanwhile.
+        all are held (and, with persistence, on disk). Yields to the event loop every ``YIELD_EVERY``
+        records, so a large request does not stall scoring and forwarding meanwhile.
 
-        Raises ``Refused`` (and takes nothing) while shutting down or when the backlog is full
-        (``Admission``). Never raises for content: every record is taken.
+        Raises ``Refused`` (and takes nothing) while shutting down, when the backlog is full
+        (``Admission``) or the persistent queue is. Never raises for content: every record is taken.
+        Once written to the log a request is taken even if its caller goes away meanwhile.
         """
         if not self.accepting:
             raise Refused("shutting_down", "otel-logbert is shutting down; retry another instance or later")
@@ -127,12 +142,62 @@ class Pipeline:
         if count == 0:
             return 0
         self.admission.check(count)
+        if self.wal is None:
+            await self._ingest(request, 0, None)
+        else:
+            await asyncio.shield(asyncio.ensure_future(self._persist_and_ingest(self.wal, request, count)))
+        self.metrics.records_received.add(count, {"protocol": protocol})
+        return count
+
+    async def _persist_and_ingest(self, wal: WriteAheadLog, request: Message, count: int) -> None:
+        try:
+            seq = await wal.append(request.SerializeToString(), count)
+        except PersistenceFull as exc:
+            raise Refused("backpressure", str(exc), retry_after_s=1.0) from None
+        await self._ingest(request, ticket(seq, 0), None)
+
+    async def replay(self, backlog: list[Backlog]) -> int:
+        """Put what the persistent queue held at the last stop back into the pipeline (at start,
+        before the receivers take traffic): each entry's records not yet settled are ingested as if
+        just received (waiting while the queue is full), then every session is closed with reason
+        ``restart`` and scored. Counts ``records_replayed`` (``in_flight``: sent downstream without
+        an acknowledgement, so possibly a duplicate; ``held``: never sent). Returns the records."""
+        held = in_flight = 0
+        for entry in backlog:
+            while self.admission.held and self.admission.held >= self.admission.limit:
+                await asyncio.sleep(REPLAY_WAIT_S)
+            try:
+                request = decode_protobuf(entry.request)
+            except MalformedRequest as exc:  # CRC-checked, so only a bug could get here
+                log.error("persistent queue: entry cannot be decoded; dropped", extra={"seq": entry.seq,
+                                                                                       "error": str(exc)})
+                left = [ticket(entry.seq, i) for i in range(entry.records) if i not in entry.settled]
+                self.metrics.records_dropped.add(len(left), {"reason": "unreadable"})
+                assert self.wal is not None
+                self.wal.settled(left)
+                continue
+            await self._ingest(request, ticket(entry.seq, 0), entry.settled or None)
+            left = entry.records - len(entry.settled)
+            in_flight += len(entry.sent)
+            held += left - len(entry.sent)
+        self.close(self.store.close_all(time.monotonic(), reason=RESTART))
+        if in_flight:
+            self.metrics.records_replayed.add(in_flight, {"state": "in_flight"})
+        if held:
+            self.metrics.records_replayed.add(held, {"state": "held"})
+        return held + in_flight
+
+    async def _ingest(self, request: Message, base: int, skip: set[int] | None) -> None:
+        """Parse, key and place every record of ``request`` (the hot path). ``base``: the ticket of
+        its first record (0 without persistence; record ``i`` gets ``base + i``); ``skip``: indices
+        not to take (settled before a restart)."""
         now, now_unix = time.monotonic(), time.time()
         rule, store, annotator = self.rule, self.store, self.annotator
         mark = Mark(now)  # unsessioned records are ready to forward now
         unsessioned: list[Item] = []
         closed: list[Session] = []
         taken = 0
+        record_ticket = 0
         for rl in request.resource_logs:
             resource_attrs = {kv.key: kv.value for kv in rl.resource.attributes}
             service_value = resource_attrs.get(SERVICE_NAME)
@@ -143,6 +208,11 @@ class Pipeline:
                 scope = sl.scope.SerializeToString() if sl.HasField("scope") else None
                 origin = self.origins.get(resource, rl.schema_url, scope, sl.schema_url, service)
                 for rec in sl.log_records:
+                    if base:
+                        record_ticket = base + taken
+                        if skip is not None and taken in skip:
+                            taken += 1
+                            continue
                     taken += 1
                     if taken % YIELD_EVERY == 0:
                         self._hand_on(unsessioned, closed, now)
@@ -155,16 +225,16 @@ class Pipeline:
                     str_text = (text if isinstance(text, str) else text_of(text)) if rule.needs_text else ""
                     placements = rule.placements(rec, resource_attrs, str_text, now_unix)
                     if not placements:
-                        unsessioned.append((origin, data, annotator.unsessioned(rule.reason_missing), mark))
+                        unsessioned.append(
+                            (origin, data, annotator.unsessioned(rule.reason_missing), mark, record_ticket)
+                        )
                         continue
                     ts = rec.time_unix_nano or rec.observed_time_unix_nano
                     store.place(
-                        placements, lane.index, log_key, Record(data, origin), ts, now, closed,
+                        placements, lane.index, log_key, Record(data, origin, 0, record_ticket), ts, now, closed,
                         rec.trace_id, rec.span_id,
                     )
         self._hand_on(unsessioned, closed, now)
-        self.metrics.records_received.add(count, {"protocol": protocol})
-        return count
 
     def _hand_on(self, unsessioned: list[Item], closed: list[Session], now: float) -> None:
         """Hand on what part of a request produced: unsessioned records to the forwarder, sessions
@@ -208,8 +278,13 @@ class Pipeline:
         anomalous = 0
         for session, verdict in zip(sessions, verdicts, strict=True):
             mark = Mark(session.closed_at)
+            if session.closed_by == RESTART and not verdict.reason:
+                verdict = dataclasses.replace(verdict, reason=RESTART)
             annotated = self.annotator.annotate(session, verdict)
-            items.extend((origin, data, suffix, mark) for origin, data, suffix in annotated)
+            items.extend(
+                (origin, data, suffix, mark, record.ticket)
+                for (origin, data, suffix), record in zip(annotated, session.records, strict=True)
+            )
             if verdict.status == STATUS_SCORED:
                 anomalous += bool(verdict.is_anomaly)
                 self._emit_span(session, verdict)

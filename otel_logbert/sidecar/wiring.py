@@ -35,6 +35,7 @@ from otel_logbert.sessions.learn import LearnWriter
 from otel_logbert.sessions.store import SessionStore
 from otel_logbert.sidecar.lanes import DEFAULT_LANE, TRUNCATED_SUFFIX, Lane, Router
 from otel_logbert.sidecar.pipeline import Pipeline
+from otel_logbert.sidecar.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +76,22 @@ def build_pipeline(
         learners = {
             lane.index: LearnWriter(lane_file(config.learn.output, lane.name), lane.persister) for lane in router.lanes
         }
+    p = config.persistence
+    wal = WriteAheadLog(p.directory, p.max_bytes, p.segment_bytes) if p.directory else None
     pipeline = Pipeline(
         router=router,
         rule=rule,
         store=SessionStore(s),
         annotator=Annotator(names),
         field_text=field_reader(config.parsing.field),
-        forwarder=Forwarder(exporter if exporter is not None else build_exporter(f), f, metrics),
+        forwarder=Forwarder(exporter if exporter is not None else build_exporter(f), f, metrics, journal=wal),
         scoring=config.scoring,
         traces=config.traces,
         spans=spans,
         learners=learners,
         queue_max_records=f.queue_max_records,
         metrics=metrics,
+        wal=wal,
     )
     store, admission = pipeline.store, pipeline.admission
     metrics.gauges.update(
@@ -97,6 +101,9 @@ def build_pipeline(
             "buffer.fill": lambda: store.buffered / s.max_buffered_records,
             "queue.records": lambda: admission.held,
             "queue.fill": lambda: admission.held / f.queue_max_records,
+            "persistence.bytes": lambda: wal.bytes if wal is not None else 0,
+            "persistence.fill": lambda: wal.bytes / wal.max_bytes if wal is not None else 0.0,
+            "persistence.entries": lambda: wal.entries if wal is not None else 0,
             "scoring.cache.hit_rate": lambda: _cache_stats(router).hit_rate,
             "scoring.cache.entries": lambda: _cache_stats(router).entries,
         }

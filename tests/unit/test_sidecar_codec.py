@@ -126,7 +126,7 @@ def test_build_request_regroups_by_resource_and_scope_preserving_everything() ->
         sl = rl.scope_logs[0]
         origin = origins.get(rl.resource.SerializeToString(), rl.schema_url, sl.scope.SerializeToString(),
                              sl.schema_url, "")
-        items.append((origin, sl.log_records[0].SerializeToString(), codec.attributes_bytes([("x", 1)]), Mark(0.0)))
+        items.append((origin, sl.log_records[0].SerializeToString(), codec.attributes_bytes([("x", 1)]), Mark(0.0), 0))
     assert len(origins) == 2  # identical origins are interned
     rebuilt = logs_service_pb2.ExportLogsServiceRequest.FromString(build_request(items))
     assert len(rebuilt.resource_logs) == 2
@@ -148,7 +148,7 @@ def test_unset_resource_and_scope_stay_unset() -> None:
     origin = OriginTable().get(None, b"", None, b"", "")
     record = codec.decode_protobuf(request.SerializeToString()).resource_logs[0].scope_logs[0].log_records[0]
     rebuilt = logs_service_pb2.ExportLogsServiceRequest.FromString(
-        build_request([(origin, record.SerializeToString(), b"", Mark(0.0))]))
+        build_request([(origin, record.SerializeToString(), b"", Mark(0.0), 0)]))
     assert not rebuilt.resource_logs[0].HasField("resource")
     assert not rebuilt.resource_logs[0].scope_logs[0].HasField("scope")
 

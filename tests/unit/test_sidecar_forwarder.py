@@ -37,7 +37,7 @@ FAST = RetryConfig(initial_backoff_s=0.01, max_backoff_s=0.05)
 
 def items(n: int) -> list[Item]:
     mark = Mark(time.monotonic())
-    return [(ORIGIN, logs_pb2.LogRecord(body={"string_value": f"r{i}"}).SerializeToString(), b"", mark)
+    return [(ORIGIN, logs_pb2.LogRecord(body={"string_value": f"r{i}"}).SerializeToString(), b"", mark, 0)
             for i in range(n)]
 
 
