@@ -247,6 +247,24 @@ class GrpcReceiverConfig(Section):
     max_message_bytes: int = option(
         16 * MiB, check=Positive(), doc="largest request (after gzip decompression); larger: `RESOURCE_EXHAUSTED`"
     )
+    max_concurrent_streams: int = option(
+        100, check=Positive(), doc="calls open at once per connection (HTTP/2 streams); more wait in the "
+        "client (flow control, nothing is refused)"
+    )
+    max_connections: int = option(
+        1000, check=Positive(allow_zero=True), doc="connections open at once; more are closed by grpc (the "
+        "client retries: UNAVAILABLE); with `max_concurrent_streams` it bounds what slow clients can hold; "
+        "0 = unbounded"
+    )
+    max_concurrent_rpcs: int = option(
+        0, check=Positive(allow_zero=True), doc="calls handled at once over all connections; more: "
+        "`RESOURCE_EXHAUSTED` before the message is read, without a retry hint (a Collector does not "
+        "retry it: prefer the two bounds above); 0 = unbounded"
+    )
+    idle_timeout_s: float = option(
+        600.0, check=Positive(allow_zero=True), doc="a connection without calls for this long is closed "
+        "(GOAWAY; the client reconnects when it next sends); 0 = never"
+    )
     tls: TlsServerConfig = section(TlsServerConfig, "TLS of the gRPC port")
 
 
@@ -260,6 +278,18 @@ class HttpReceiverConfig(Section):
     max_body_bytes: int = option(
         16 * MiB, check=Positive(), doc="largest request body, on the wire and after decompression (gzip, "
         "deflate; inflated as it streams in, stopping at the limit); larger: 413"
+    )
+    max_connections: int = option(
+        1000, check=Positive(allow_zero=True), doc="connections open at once; a new one past it is "
+        "answered 503 with `Retry-After` and closed before it is read; 0 = unbounded"
+    )
+    idle_timeout_s: float = option(
+        60.0, check=Positive(), doc="a connection that has not sent a whole request header this long "
+        "after it opened or after its last answer is closed (slow headers, idle keep-alive)"
+    )
+    read_timeout_s: float = option(
+        30.0, check=Positive(), doc="a request body not fully received this long after its header: 408, "
+        "connection closed (a client trickling its body)"
     )
     tls: TlsServerConfig = section(TlsServerConfig, "TLS of the HTTP port")
 

@@ -94,6 +94,11 @@ METRICS: tuple[MetricSpec, ...] = (
         "without an acknowledgement (possibly delivered twice), held: never sent", ("state",),
     ),
     MetricSpec(
+        "connections_refused", "otel_logbert.connections.refused", "counter", "{connection}",
+        "Connections closed on arrival (HTTP: past receivers.http.max_connections), by reason",
+        ("protocol", "reason"),
+    ),
+    MetricSpec(
         "sessions_closed", "otel_logbert.sessions.closed", "counter", "{session}", "Sessions closed, by reason",
         ("reason",),
     ),

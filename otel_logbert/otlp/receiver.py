@@ -13,6 +13,8 @@ forward queue). Errors follow the OTLP specification so a Collector's exporter d
 | too many records / attributes           | RESOURCE_EXHAUSTED (no RetryInfo)     | 413               |
 | sidecar full (back-pressure)            | RESOURCE_EXHAUSTED + RetryInfo        | 503 + Retry-After |
 | shutting down                           | UNAVAILABLE                           | 503 + Retry-After |
+| body not received within read_timeout_s | -                                     | 408, closed       |
+| connection past max_connections         | (grpc-core closes it: UNAVAILABLE)    | 503, closed       |
 
 Error bodies on HTTP are ``google.rpc.Status`` in the request's encoding. Every message is one line.
 The sidecar never rejects part of a request, so responses carry no ``partial_success``. Every refusal
@@ -20,10 +22,17 @@ is counted in ``requests_refused`` by protocol and reason. The HTTP receiver inf
 as it streams in, up to ``max_body_bytes`` (``otlp.inflate``); an HTTP error answered before the body
 was read closes the connection, so the rest of the body is never read. TLS (``otlp.tls``) and the
 bearer token (``otlp.auth``) are checked before anything else.
+
+Slow and numerous clients are bounded per receiver (``receivers.grpc`` / ``receivers.http`` keys):
+gRPC by streams per connection, connections and idle time (grpc-core's channel arguments; a gRPC
+message is read by grpc-core before the handler runs, so the caller's deadline is the only read
+deadline there); HTTP by open connections (``otlp.http_server``), the time to a whole request header
+(aiohttp's keep-alive timeout, from the connection's start) and the time to the whole body (408).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Protocol
 
@@ -44,6 +53,7 @@ from otel_logbert.otlp.codec import (
     decode_protobuf,
     encode_json_response,
 )
+from otel_logbert.otlp.http_server import BoundedServer
 from otel_logbert.otlp.inflate import BadEncoding, TooLarge, UnsupportedEncoding, read_body
 from otel_logbert.otlp.limits import LimitExceeded, RequestLimits
 from otel_logbert.otlp.retry import retry_info_trailer
@@ -57,6 +67,10 @@ JSON = "application/json"
 EMPTY_RESPONSE = logs_service_pb2.ExportLogsServiceResponse()
 EMPTY_RESPONSE_BYTES = EMPTY_RESPONSE.SerializeToString()
 EMPTY_RESPONSE_JSON = encode_json_response(EMPTY_RESPONSE)
+# After an error answered before the whole body was read, the rest is read and discarded for at most
+# this long before the connection closes, so the client sees the answer (aiohttp's lingering close;
+# its default of 10 s would let a client trickling its body hold the connection that long).
+LINGER_S = 2.0
 
 
 class Refused(Exception):
@@ -132,6 +146,7 @@ class GrpcReceiver(Receiver):
         super().__init__(
             intake, config.endpoint, config.max_message_bytes, metrics, tls, auth, limits or RequestLimits()
         )
+        self.config = config
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
@@ -139,13 +154,18 @@ class GrpcReceiver(Receiver):
         grpcio cannot honour. A server that fails to listen is stopped before raising (an aio server
         dropped without ``stop`` can crash the process later, when it is collected)."""
         credentials = self.tls.grpc_credentials() if self.tls is not None else None
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", self.max_bytes),
-                ("grpc.max_send_message_length", 4 * 1024 * 1024),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        config = self.config
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", self.max_bytes),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+        ]
+        if config.max_connections:
+            options.append(("grpc.max_allowed_incoming_connections", config.max_connections))
+        if config.idle_timeout_s:
+            options.append(("grpc.max_connection_idle_ms", round(config.idle_timeout_s * 1000)))
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs or None)
         handler = grpc.unary_unary_rpc_method_handler(self._export)  # raw bytes in and out
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": handler}),)
@@ -236,15 +256,24 @@ class HttpReceiver(Receiver):
         super().__init__(
             intake, config.endpoint, config.max_body_bytes, metrics, tls, auth, limits or RequestLimits()
         )
-        self._runner: web.AppRunner | None = None
+        self.config = config
+        self._runner: web.ServerRunner | None = None
 
     async def start(self) -> None:
         """Listen; raises ``OSError`` when the port cannot be bound."""
-        app = web.Application(client_max_size=self.max_bytes)
-        app.router.add_post("/v1/logs", self._export)
+        config = self.config
         # The body is inflated by ``read_body`` under the limit; aiohttp's own decompression would
         # inflate a whole bomb (also after the answer, draining the body for keep-alive).
-        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
+        server = BoundedServer(
+            self._route,
+            max_connections=config.max_connections,
+            on_refused=self._connection_refused,
+            access_log=None,
+            auto_decompress=False,
+            keepalive_timeout=config.idle_timeout_s,
+            lingering_time=LINGER_S,
+        )
+        self._runner = web.ServerRunner(server)
         await self._runner.setup()
         host, port = split_endpoint(self.endpoint)
         ssl_context = self.tls.ssl_context() if self.tls is not None else None
@@ -266,7 +295,17 @@ class HttpReceiver(Receiver):
             await self._runner.cleanup()
             self._runner = None
 
-    async def _export(self, request: web.Request) -> web.StreamResponse:
+    def _connection_refused(self) -> None:
+        self.metrics.connections_refused.add(1, {"protocol": self.protocol, "reason": "max_connections"})
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path != "/v1/logs":
+            return web.Response(status=404, text=f"no such path {request.path[:100]!r}: OTLP logs go to /v1/logs")
+        if request.method != "POST":
+            return web.Response(status=405, text="use POST", headers={"Allow": "POST"})
+        return await self._export(request)
+
+    async def _export(self, request: web.BaseRequest) -> web.StreamResponse:
         content_type = request.content_type
         if content_type not in (PROTOBUF, JSON):
             return self._error(
@@ -287,8 +326,13 @@ class HttpReceiver(Receiver):
                 "too_large",
                 close=True,
             )
+        timeout_s = self.config.read_timeout_s
         try:
-            body = await read_body(request.content, request.headers.get("Content-Encoding"), self.max_bytes)
+            async with asyncio.timeout(timeout_s):
+                body = await read_body(request.content, request.headers.get("Content-Encoding"), self.max_bytes)
+        except TimeoutError:
+            message = f"request body not received within {timeout_s:g} s (receivers.http.read_timeout_s)"
+            return self._error(408, message, content_type, "read_timeout", close=True)
         except UnsupportedEncoding as exc:
             return self._error(415, str(exc), content_type, "unsupported_media", close=True)
         except BadEncoding as exc:
@@ -348,4 +392,4 @@ def _authorization(context: grpc.aio.ServicerContext) -> str | None:
 
 
 # HTTP status -> google.rpc.Code for the Status body.
-_GRPC_EQUIVALENT = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
+_GRPC_EQUIVALENT = {400: 3, 401: 16, 408: 4, 413: 8, 415: 3, 503: 14}
