@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import yaml
@@ -11,6 +12,7 @@ import yaml
 from otel_logbert.bundle import MODELS
 from otel_logbert.errors import UserError
 from otel_logbert.extras import require
+from otel_logbert.training.calibration import CALIBRATIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML with model: and training: sections")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one model/training parameter (YAML value), repeatable")
+    p.add_argument("--calibration", choices=CALIBRATIONS, default=None,
+                   help="how the threshold is chosen (default: the config's, quantile): quantile / max = the "
+                        "config's quantile / the largest score of one validation split; pot = a tail model of "
+                        "k-fold out-of-fold normal scores at --target-fpr (see docs/calibration.md)")
+    p.add_argument("--target-fpr", type=float, default=None, metavar="Q",
+                   help="the false-alarm rate on normal sessions the threshold is meant for: pot sets the threshold "
+                        "for it, every rule warns when too few sessions calibrate it (default: the config's, 0.002)")
     p.add_argument("--no-export", action="store_true", help="skip writing model.onnx")
     p.add_argument("--semantic", action="store_true",
                    help="raw log input: also write semantic.json (training template embeddings, min_cosine, "
@@ -66,10 +75,18 @@ def run(args: argparse.Namespace) -> int:
     data = read_sessions(args.train, session_regex=args.session_regex, masking=args.masking, window=window)
     if args.semantic and data.drain_state is None:
         raise UserError("--semantic needs raw log lines (--session-regex) or a learn file with its parser state")
+    overrides = parse_overrides(args.set)
+    if args.calibration is not None:
+        overrides["calibration"] = args.calibration
+    if args.target_fpr is not None:
+        overrides["target_fpr"] = args.target_fpr
     model, vocab, threshold, metadata = train_model(
         args.model, data.sessions, epochs=args.epochs, seed=args.seed, device=args.device,
-        config_path=args.config, overrides=parse_overrides(args.set), progress=not args.quiet,
+        config_path=args.config, overrides=overrides, progress=not args.quiet,
     )
+    if threshold.get("too_small"):
+        print(f"warning: {args.train}: {len(data.sessions)} normal sessions are too few to calibrate target_fpr "
+              f"{threshold['target_fpr']:g}: {_calibration_words(threshold)}", file=sys.stderr)
     metadata["train_file"] = str(args.train)
     metadata["sessions_in_file"] = len(data.sessions)
     if window is not None:
@@ -90,6 +107,18 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({
         "bundle": str(bundle.path), "model_version": bundle.model_version, "sessions": len(data.sessions),
         "train_seconds": metadata["train_seconds"], "threshold": threshold["threshold"],
+        "calibration": threshold["calibration"], "target_fpr": threshold.get("target_fpr"),
         "detection": threshold["detection"], "onnx": not args.no_export, "semantic": args.semantic,
     }))
     return 0
+
+
+def _calibration_words(threshold: dict) -> str:
+    """What the too-small warning says about how the threshold was chosen instead."""
+    need = f"{1 / threshold['target_fpr']:.0f}"
+    if threshold["calibration"] == "pot":
+        rule = threshold["tail"]["rule"]
+        how = {"max": "the largest", "gpd": "a tail-model quantile"}.get(rule, "an empirical quantile")
+        return f"that needs >= {need}; the threshold is {how} of the out-of-fold scores"
+    return (f"the validation split holds {threshold['validation_sessions']} (that needs >= {need}); the threshold "
+            f"is its {threshold['quantile']:g} quantile")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from toy import anomalous_sessions, normal_sessions
+from toy import anomalous_sessions, normal_sessions, varied_normal_sessions
 
 from otel_logbert.bundle import MODELS
 from otel_logbert.models.registry import MODEL_CLASSES
 from otel_logbert.parsing.vocabulary import UNK_ID
 from otel_logbert.scoring.pytorch import TorchScorer
-from otel_logbert.training.trainer import train_model
+from otel_logbert.training.calibration import pot_threshold
+from otel_logbert.training.trainer import THRESHOLD_MARGIN, train_model
 
 # The default model size, and batches small enough for a few hundred optimizer steps on 240 sessions.
 # The toy grammar is strictly ordered (like request flows in a trace), so the order-sensitive encoder
@@ -29,8 +30,10 @@ VARIANTS = {"logbert": ("logbert", {}), "fastlogad": ("fastlogad", {}), "loganom
 def trained(request):
     sessions = normal_sessions(300)
     name, extra = VARIANTS[request.param]
+    # the quantile rule: one model per variant (the pot rule's k+1 models are tested below)
     model, vocab, threshold, metadata = train_model(
-        name, sessions, epochs=EPOCHS, seed=0, overrides={**SMALL, **extra}, progress=False
+        name, sessions, epochs=EPOCHS, seed=0, overrides={**SMALL, **extra, "calibration": "quantile"},
+        progress=False,
     )
     return request.param, model, vocab, threshold
 
@@ -63,7 +66,7 @@ def test_unseen_key_is_unexpected(trained):
     assert result.unexpected[2], f"{name}: UNK key not flagged"
 
 
-def test_threshold_comes_from_normal_validation(trained):
+def test_quantile_threshold_comes_from_normal_validation(trained):
     name, _, _, threshold = trained
     validation = np.array(threshold["validation_scores"])
     # validation scores are stored rounded to 6 decimals; the threshold sits a parity margin above
@@ -71,4 +74,21 @@ def test_threshold_comes_from_normal_validation(trained):
     assert threshold["quantile_value"] == pytest.approx(value, abs=1e-5)
     assert threshold["threshold"] == pytest.approx(value + 1e-4 * max(1.0, abs(value)), abs=1e-5)
     assert threshold["validation_sessions"] == len(validation) == 60  # 20% of 300
+    assert "dtpm" in threshold
+
+
+@pytest.mark.parametrize("name", ["logbert", "fastlogad"])
+def test_pot_threshold_comes_from_out_of_fold_normal_scores(name):
+    """The pot rule: every training session scored by a fold model that did not see it; the tail fit
+    over those scores (in the served model's units) is the threshold, plus the parity margin."""
+    sessions = varied_normal_sessions(600)
+    _, _, threshold, metadata = train_model(name, sessions, epochs=EPOCHS, seed=0,
+                                            overrides={**SMALL, "calibration": "pot"}, progress=False)
+    assert threshold["calibration"] == "pot" and threshold["folds"] == 3
+    assert threshold["validation_sessions"] == len(threshold["out_of_fold_fold"]) == 600
+    assert not threshold["too_small"] and len(metadata["fold_train_seconds"]) == 3
+    fit = pot_threshold(np.array(threshold["validation_scores"]), threshold["target_fpr"], threshold["tail_quantile"])
+    assert fit.rule == threshold["tail"]["rule"]
+    value = fit.threshold
+    assert threshold["threshold"] == pytest.approx(value + THRESHOLD_MARGIN * max(1.0, abs(value)), rel=1e-3)
     assert "dtpm" in threshold

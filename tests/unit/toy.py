@@ -34,3 +34,21 @@ def anomalous_sessions(n: int, seed: int = 1) -> list[list[str]]:
             s[rng.randint(1, len(s) - 2)] = "99"
             out.append(s)
     return out
+
+
+def varied_normal_sessions(n: int, seed: int = 0) -> list[list[str]]:
+    """Normal sessions with hundreds of distinct orderings (so normal scores spread out, as on HDFS):
+    ``10``, then two replicas ``20 21`` and one ``22 23`` interleaved at random (each keeps its own
+    order), ``12`` repeated 1-5 times, ``14``."""
+    rng = random.Random(seed)
+    sessions = []
+    for _ in range(n):
+        pending = [["20", "21"], ["20", "21"], ["22", "23"]]
+        body: list[str] = []
+        while pending:
+            replica = rng.choice(pending)
+            body.append(replica.pop(0))
+            if not replica:
+                pending.remove(replica)
+        sessions.append(["10", *body, *["12"] * rng.randint(1, 5), "14"])
+    return sessions
