@@ -6,6 +6,7 @@ recorded), ``otel-logbert eval`` on dev_normal.csv + dev_abnormal.csv (labels fo
 one Markdown row per run, then per model and size the AUROC minimum and median.
 
 Usage: benchmarks/small_sets.py [--sizes 20 50] [--draws 3] [--models fastlogad logbert loganom] [--out runs/small]
+       [--train-arg=--calibration=quantile ...]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "hdfs"
 
 
-def run_one(data: Path, out: Path, model: str, size: int, draw: int) -> dict:
+def run_one(data: Path, out: Path, model: str, size: int, draw: int, train_args: list[str]) -> dict:
     run = out / f"{model}-{size}-{draw}"
     run.mkdir(parents=True, exist_ok=True)
     lines = (data / "train_normal.txt").read_text().splitlines(True)
@@ -32,8 +33,8 @@ def run_one(data: Path, out: Path, model: str, size: int, draw: int) -> dict:
     cli = [sys.executable, "-m", "otel_logbert.cli"]
     started = time.perf_counter()
     train = subprocess.run([*cli, "train", "--model", model, "--train", str(run / "train.txt"), "--out",
-                            str(run / "bundle"), "--seed", str(draw), "--quiet"], capture_output=True, text=True,
-                           check=True)
+                            str(run / "bundle"), "--seed", str(draw), "--quiet", *train_args], capture_output=True,
+                           text=True, check=True)
     seconds = time.perf_counter() - started
     subprocess.run([*cli, "eval", "--bundle", str(run / "bundle"), "--normal", str(data / "dev_normal.csv"),
                     "--abnormal", str(data / "dev_abnormal.csv"), "--baseline", "none", "--no-save", "--json",
@@ -41,8 +42,9 @@ def run_one(data: Path, out: Path, model: str, size: int, draw: int) -> dict:
     metrics = json.loads((run / "eval.json").read_text())
     threshold = json.loads((run / "bundle" / "threshold.json").read_text())
     steps = json.loads((run / "bundle" / "metadata.json").read_text())["steps"]
+    rule = threshold.get("tail", {}).get("rule", f"{threshold['calibration']} {threshold['quantile']:g}")
     return {"model": model, "size": size, "draw": draw, "seconds": round(seconds, 1), "steps": steps,
-            "warned": "too few to calibrate" in train.stderr, "rule": threshold.get("tail", {}).get("rule", "-"),
+            "warned": "too few to calibrate" in train.stderr, "rule": rule,
             **{k: metrics[k] for k in ("auroc", "aupr", "recall", "fpr", "f1_paper_mix", "threshold")}}
 
 
@@ -53,6 +55,8 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["fastlogad", "logbert", "loganom"])
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "small")
+    p.add_argument("--train-arg", action="append", default=[], help="extra `train` argument (repeatable), "
+                   "e.g. --train-arg=--calibration=quantile")
     args = p.parse_args()
     rows = []
     print("| model | sessions | draw | AUROC | AUPR | recall | FPR | f1_paper_mix | threshold rule | warned "
@@ -61,7 +65,7 @@ def main() -> None:
     for size in args.sizes:
         for draw in range(args.draws):
             for model in args.models:
-                r = run_one(args.data, args.out, model, size, draw)
+                r = run_one(args.data, args.out, model, size, draw, args.train_arg)
                 rows.append(r)
                 print(f"| {model} | {size} | {draw} | {r['auroc']:.4f} | {r['aupr']:.4f} | {r['recall']:.4f} "
                       f"| {r['fpr']:.4f} | {r['f1_paper_mix']:.4f} | {r['rule']} | {r['warned']} | {r['steps']} "

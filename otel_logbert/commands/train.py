@@ -38,9 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one model/training parameter (YAML value), repeatable")
     p.add_argument("--calibration", choices=CALIBRATIONS, default=None,
-                   help="how the threshold is chosen (default: the config's, quantile): quantile / max = the "
-                        "config's quantile / the largest score of one validation split; pot = a tail model of "
-                        "k-fold out-of-fold normal scores at --target-fpr (see docs/calibration.md)")
+                   help="how the threshold is chosen (default: the config's, auto): quantile / max = the config's "
+                        "quantile / the largest score of one validation split; pot = a tail model of k-fold "
+                        "out-of-fold normal scores at --target-fpr; auto = quantile, or pot when the validation "
+                        "split would hold fewer than 1 / target_fpr sessions (see docs/calibration.md)")
     p.add_argument("--target-fpr", type=float, default=None, metavar="Q",
                    help="the false-alarm rate on normal sessions the threshold is meant for: pot sets the threshold "
                         "for it, every rule warns when too few sessions calibrate it (default: the config's, 0.002)")

@@ -2,6 +2,9 @@
 
 Rules (``training.calibration``):
 
+* ``auto`` (default): ``quantile`` when the validation split holds at least 1 / ``target_fpr`` sessions,
+  ``pot`` when it would hold fewer (a small training set: every session then gets an out-of-fold score
+  instead of a fifth of them a validation score). ``resolve`` says which.
 * ``pot`` (default): peaks over threshold, as in SPOT (Siffer et al., KDD 2017). The scores are the
   out-of-fold scores of every normal training session (see ``trainer``). Exceedances over the
   ``tail_quantile`` quantile ``u`` are fitted with a generalized Pareto distribution (shape xi, scale
@@ -27,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-CALIBRATIONS = ("pot", "quantile", "max")
+CALIBRATIONS = ("auto", "quantile", "max", "pot")
 # Fewer exceedances than this over ``u`` and no tail is fitted (an MLE over a handful of points
 # extrapolates wildly). With the default tail_quantile 0.98 that is 500 sessions, 1 / the default
 # target_fpr.
@@ -91,6 +94,13 @@ def pot_threshold(scores: np.ndarray, target_fpr: float, tail_quantile: float = 
             empirical = float(np.quantile(scores, 1.0 - target_fpr))
             return TailFit(empirical, "empirical (gpd rejected)", n, u, n_u, shape, scale)
     return TailFit(float(value), "gpd", n, u, n_u, shape, scale)
+
+
+def resolve(calibration: str, sessions: int, val_fraction: float, target_fpr: float) -> str:
+    """The rule ``calibration`` means for a training set of ``sessions`` (``auto`` chooses, see above)."""
+    if calibration != "auto":
+        return calibration
+    return "pot" if too_small(int(sessions * val_fraction), target_fpr) else "quantile"
 
 
 def too_small(sessions: int, target_fpr: float) -> bool:

@@ -18,11 +18,12 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "val_fraction": 0.2,
     # the quantile/max rules' quantile of the validation split's scores (also the baselines' quantile)
     "threshold_quantile": 1.0,
-    # how the threshold is chosen (see training.calibration): quantile | max | pot. quantile (default): the
-    # threshold_quantile quantile of one validation split's scores; pot (opt-in): a tail model of k-fold
-    # out-of-fold scores (docs/calibration.md: on HDFS the fold models' score units do not carry over to the
-    # served model, so pot is not the default)
-    "calibration": "quantile",
+    # how the threshold is chosen (see training.calibration): auto | quantile | max | pot. quantile: the
+    # threshold_quantile quantile of one validation split's scores; pot: a tail model of k-fold out-of-fold
+    # scores; auto (default): quantile, or pot when the validation split would hold fewer than 1 / target_fpr
+    # sessions (docs/calibration.md: on HDFS the fold models' score units do not carry over to the served
+    # model, so pot is not the rule for large sets)
+    "calibration": "auto",
     # the false-alarm rate the threshold is meant for: pot sets the threshold for it; every rule warns when
     # the normal sessions it calibrates on are fewer than 1 / target_fpr (0.2% needs >= 500)
     "target_fpr": 0.002,

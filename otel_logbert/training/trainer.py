@@ -1,7 +1,9 @@
 """Training a model on normal sessions and writing the bundle.
 
-Only normal sessions are used. With ``calibration: quantile`` (default) / ``max`` a validation split held
-out from the training file calibrates the detection parameters (LogBERT's g and radius, BERT-LogAnom's g)
+Only normal sessions are used. ``calibration: auto`` (default) is ``quantile`` for a training set whose
+validation split holds at least 1 / ``target_fpr`` sessions and ``pot`` for a smaller one
+(``training.calibration.resolve``). With ``quantile`` / ``max`` a validation split held out from the
+training file calibrates the detection parameters (LogBERT's g and radius, BERT-LogAnom's g)
 and the threshold. With ``pot`` ``folds`` models give every training session an out-of-fold score, which
 sets the threshold (``training.calibration``) and the top-g (the folds' median); the served model is
 trained on all sessions. No anomaly label enters training, early stopping, thresholds or parameters.
@@ -31,7 +33,7 @@ from otel_logbert.parsing.vocabulary import Vocabulary
 from otel_logbert.progress import progress_bar
 from otel_logbert.scoring.dtpm import fit_dtpm
 from otel_logbert.scoring.pytorch import TorchScorer
-from otel_logbert.training.calibration import fold_indices, pot_threshold, too_small
+from otel_logbert.training.calibration import fold_indices, pot_threshold, resolve, too_small
 from otel_logbert.training.config import load_training_config, validate_training
 from otel_logbert.training.data import batches, pad, split_normal, to_chunks
 
@@ -187,9 +189,9 @@ def train_model(
 
     ``calibration: pot``: ``folds`` models, each trained on the other folds, score every
     session out of fold; the served model is trained on all sessions; the threshold is the tail
-    model's for ``target_fpr`` over the out-of-fold scores (``training.calibration``). ``quantile``
-    (default) / ``max``: one model on a ``1 - val_fraction`` split, the threshold a quantile of the
-    validation split's scores.
+    model's for ``target_fpr`` over the out-of-fold scores (``training.calibration``). ``quantile`` /
+    ``max``: one model on a ``1 - val_fraction`` split, the threshold a quantile of the
+    validation split's scores. ``auto`` (default): one of the two by the set's size.
 
     Returns (model, vocabulary, threshold dict, metadata dict). Deterministic on CPU for a fixed seed.
     """
@@ -205,6 +207,8 @@ def train_model(
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, DEFAULT_THREADS)))
     vocab = Vocabulary.from_sessions(sessions)
     common = {"seed": seed, "device": device, "explicit_epochs": epochs is not None, "progress": progress}
+    training["calibration"] = resolve(training["calibration"], len(sessions), float(training["val_fraction"]),
+                                      float(training["target_fpr"]))
     if training["calibration"] == "pot":
         fit, threshold, split, fold_seconds = _train_pot(model_name, model_values, training, sessions, vocab, common)
     else:

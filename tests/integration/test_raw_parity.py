@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "datasets"
 QUICK = ["--epochs", "2", "--set", "max_len=32", "--set", "d_model=32", "--set", "n_layers=1", "--set", "n_heads=2",
-         "--set", "d_ff=64", "--calibration", "pot", "--target-fpr", "0.01"]
+         "--set", "d_ff=64", "--calibration", "quantile", "--set", "threshold_quantile=0.99"]
 
 
 def load_benchmark():
@@ -25,7 +25,7 @@ def test_raw_lines_through_serve_match_key_session_eval(tmp_path):
     pytest.importorskip("torch")
     result = load_benchmark().run_parity(tmp_path, train_sessions=600, dev_normal=300, dev_abnormal=150,
                                          train_args=QUICK, datasets=DATASETS)
-    assert result["calibration"] == "pot"
+    assert result["calibration"] == "quantile"
     assert result["complete"] and result["delivered_records"] == result["lines"]
     assert result["record_status"] == {"scored": result["lines"]}
     assert result["blocks_scored"] == result["blocks"] == 450 and result["blocks_split"] == 0
