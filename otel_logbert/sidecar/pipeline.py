@@ -145,7 +145,9 @@ class Pipeline:
         if self.wal is None:
             await self._ingest(request, 0, None)
         else:
-            await asyncio.shield(asyncio.ensure_future(self._persist_and_ingest(self.wal, request, count)))
+            task = asyncio.ensure_future(self._persist_and_ingest(self.wal, request, count))
+            task.add_done_callback(_retrieve)  # a caller gone meanwhile does not leave it unretrieved
+            await asyncio.shield(task)
         self.metrics.records_received.add(count, {"protocol": protocol})
         return count
 
@@ -167,7 +169,7 @@ class Pipeline:
             while self.admission.held and self.admission.held >= self.admission.limit:
                 await asyncio.sleep(REPLAY_WAIT_S)
             try:
-                request = decode_protobuf(entry.request)
+                request = decode_protobuf(await asyncio.to_thread(entry.read))
             except MalformedRequest as exc:  # CRC-checked, so only a bug could get here
                 log.error("persistent queue: entry cannot be decoded; dropped", extra={"seq": entry.seq,
                                                                                        "error": str(exc)})
@@ -299,3 +301,8 @@ class Pipeline:
         if verdict.is_anomaly or not self.traces.only_anomalies:
             templates = unexpected_templates(session, verdict, self.router.lanes[session.lane].template)
             self.spans.emit(build_span(session, verdict, self.annotator.names, templates))
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
