@@ -163,7 +163,8 @@ class Pipeline:
         before the receivers take traffic): each entry's records not yet settled are ingested as if
         just received (waiting while the queue is full), then every session is closed with reason
         ``restart`` and scored. Counts ``records_replayed`` (``in_flight``: sent downstream without
-        an acknowledgement, so possibly a duplicate; ``held``: never sent). Returns the records."""
+        an acknowledgement, so possibly a duplicate, also counted in ``records_possible_duplicates``;
+        ``held``: never sent). Returns the records."""
         held = in_flight = 0
         for entry in backlog:
             while self.admission.held and self.admission.held >= self.admission.limit:
@@ -185,6 +186,7 @@ class Pipeline:
         self.close(self.store.close_all(time.monotonic(), reason=RESTART))
         if in_flight:
             self.metrics.records_replayed.add(in_flight, {"state": "in_flight"})
+            self.metrics.records_possible_duplicates.add(in_flight, {"cause": "replay"})
         if held:
             self.metrics.records_replayed.add(held, {"state": "held"})
         return held + in_flight

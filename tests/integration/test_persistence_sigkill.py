@@ -122,6 +122,8 @@ def test_sigkill_mid_stream_then_restart_delivers_every_acknowledged_record(
     assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged records lost"
     assert replayed_held > 0  # the kill did catch records in open sessions
     assert duplicated <= replayed_in_flight  # a duplicate is only ever a record sent without its ack on disk
+    assert second.metric("otel_logbert_records_possible_duplicates_total", cause="replay") == replayed_in_flight
+    assert duplicated <= second.metric("otel_logbert_records_possible_duplicates_total")  # counted, never more
     restored = [attrs for i, attrs in deliveries[before_restart:] if attrs.get("log.anomaly.reason") == "restart"]
     assert restored and all(a["log.anomaly.status"] == "scored" for a in restored)
 

@@ -16,10 +16,10 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 
 from otel_logbert.config import config_from_dict
-from otel_logbert.otlp.codec import LOGS_EXPORT_METHOD
+from otel_logbert.otlp.codec import LOGS_EXPORT_METHOD, LOGS_SERVICE
 from otel_logbert.otlp.retry import retry_info_delay
 from otel_logbert.sidecar.app import Sidecar
-from tests.conftest import NORMAL_MESSAGES, OtlpSink, running_sidecar, sidecar_config
+from tests.conftest import NORMAL_MESSAGES, OtlpSink, prometheus_value, running_sidecar, sidecar_config
 
 
 def request(first: int, n: int, padding: int = 0) -> bytes:
@@ -148,3 +148,67 @@ def test_a_directory_another_sidecar_holds_is_refused_at_start(rule_bundle: Path
         return ""
 
     assert "in use by another otel-logbert process" in asyncio.run(scenario())
+
+
+def test_a_batch_sent_but_never_acknowledged_is_replayed_and_counted_as_possible_duplicates(
+    rule_bundle: Path, tmp_path: Path
+) -> None:
+    """A downstream that takes the request but never answers (timeouts) until the stop: the batch
+    stays in the log; the next start delivers it again and counts it (cause replay). The hung
+    downstream did get it, so every record is a real duplicate, bounded by that one batch."""
+    taken: list[bytes] = []
+
+    async def hang(body: bytes, context: Any) -> bytes:
+        taken.append(body)
+        await asyncio.sleep(30)
+        return b""
+
+    sink = OtlpSink().start()
+    queue = {"directory": str(tmp_path / "queue")}
+
+    async def first_run() -> float:
+        server = grpc.aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(hang)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": handler}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        endpoint = f"127.0.0.1:{port}"
+        config = sidecar_config(endpoint, rule_bundle, persistence=queue,
+                                forward={"endpoint": endpoint, "timeout_s": 0.3, "drain_timeout_s": 0.3})
+        try:
+            async with running_sidecar(config) as sidecar:
+                assert (await send_grpc(sidecar, request(0, 20)))[0] == grpc.StatusCode.OK
+                retried = 0.0
+                for _ in range(200):  # until the first timeout's re-send went out
+                    retried = prometheus_value(sidecar.metrics.prometheus_text().decode(),
+                                               "otel_logbert_records_possible_duplicates_total", cause="retry")
+                    if retried:
+                        break
+                    await asyncio.sleep(0.05)
+                return retried
+        finally:
+            await server.stop(0)
+
+    async def second_run() -> dict[str, float]:
+        config = sidecar_config(sink.endpoint, rule_bundle, persistence=queue)
+        async with running_sidecar(config) as sidecar:
+            await asyncio.to_thread(sink.wait_for_records, 20)
+            text = sidecar.metrics.prometheus_text().decode()
+            return {name: prometheus_value(text, metric, **labels) for name, (metric, labels) in {
+                "replay": ("otel_logbert_records_possible_duplicates_total", {"cause": "replay"}),
+                "in_flight": ("otel_logbert_records_replayed_total", {"state": "in_flight"}),
+                "held": ("otel_logbert_records_replayed_total", {"state": "held"}),
+            }.items()}
+
+    try:
+        retried = asyncio.run(first_run())
+        counts = asyncio.run(second_run())
+    finally:
+        sink.stop()
+    first_ids = {kv.value.int_value for body in taken[:1]
+                 for rl in logs_service_pb2.ExportLogsServiceRequest.FromString(body).resource_logs
+                 for sl in rl.scope_logs for r in sl.log_records for kv in r.attributes if kv.key == "test.id"}
+    assert first_ids == set(range(20))  # the hung downstream took the whole batch
+    assert retried >= 20  # the re-sends after a timeout were counted in the first run
+    assert sorted(i for i, _ in ids_and_attributes(sink)) == list(range(20))
+    assert counts == {"replay": 20, "in_flight": 20, "held": 0}
