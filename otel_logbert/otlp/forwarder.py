@@ -125,7 +125,10 @@ class LogsExporter(ABC):
 
 class GrpcLogsExporter(LogsExporter):
     """OTLP/gRPC. ``tls`` (``forward.tls``) decides TLS and its files; without it, ``https://`` means
-    TLS with the system roots."""
+    TLS with the system roots. ``max_reconnect_backoff_s`` caps gRPC's own reconnect backoff (120 s
+    by default, growing while the downstream is down), so a downstream that comes back is reached
+    within the forwarder's retry delay (``forward.retry.max_backoff_s``) rather than minutes later:
+    while the channel waits to reconnect every attempt fails at once."""
 
     def __init__(
         self,
@@ -133,18 +136,24 @@ class GrpcLogsExporter(LogsExporter):
         headers: dict[str, str] | None = None,
         gzip_: bool = False,
         tls: ClientTls | None = None,
+        max_reconnect_backoff_s: float | None = None,
     ) -> None:
         self.target, https = grpc_target(endpoint)
         self.tls = tls.enabled if tls is not None else https
         self._tls = tls
         self.metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
         self.compression = grpc.Compression.Gzip if gzip_ else grpc.Compression.NoCompression
+        self.max_reconnect_backoff_s = max_reconnect_backoff_s
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.UnaryUnaryMultiCallable | None = None
 
     def _stub(self) -> grpc.aio.UnaryUnaryMultiCallable:
         if self._call is None:
             options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+            if self.max_reconnect_backoff_s is not None:
+                cap_ms = max(1, int(self.max_reconnect_backoff_s * 1000))
+                options += [("grpc.max_reconnect_backoff_ms", cap_ms),
+                            ("grpc.initial_reconnect_backoff_ms", min(cap_ms, 1000))]
             if self.tls:
                 tls = self._tls
                 credentials = tls.grpc_credentials() if tls is not None else grpc.ssl_channel_credentials()
@@ -251,7 +260,7 @@ def build_exporter(
     gzip_ = config.compression == "gzip"
     tls = ClientTls(config.tls, endpoint, "forward.tls")
     if protocol == "grpc":
-        return GrpcLogsExporter(endpoint, config.headers, gzip_, tls)
+        return GrpcLogsExporter(endpoint, config.headers, gzip_, tls, config.retry.max_backoff_s)
     return HttpLogsExporter(endpoint, config.headers, gzip_, tls)
 
 

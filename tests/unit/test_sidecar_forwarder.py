@@ -263,6 +263,39 @@ def test_connection_refused_is_retried_then_delivered_when_downstream_appears() 
     assert len(sink.records()) == 3
 
 
+def test_a_downstream_back_after_an_outage_is_reached_within_the_retry_delay() -> None:
+    """gRPC's own reconnect backoff grows to minutes while the downstream is down (about 9 s into a
+    6 s outage its next try is 7.4-11 s in); capped at the forwarder's ``max_backoff_s`` the records
+    go out right after the downstream is back."""
+    from tests.conftest import free_port
+
+    sink = OtlpSink(free_port())
+    retry = RetryConfig(initial_backoff_s=0.05, max_backoff_s=0.2)
+
+    async def scenario() -> float:
+        exporter = GrpcLogsExporter(sink.endpoint, max_reconnect_backoff_s=retry.max_backoff_s)
+        forwarder = forwarder_for(exporter, None, retry=retry, timeout_s=0.5)
+        task = asyncio.create_task(forwarder.run())
+        forwarder.put(items(3))
+        await asyncio.sleep(6.0)
+        sink.start()
+        back = time.monotonic()
+        while forwarder.pending_records and time.monotonic() < back + 30:
+            await asyncio.sleep(0.01)
+        took = time.monotonic() - back
+        task.cancel()
+        await forwarder.drain(0.1)
+        await forwarder.close()
+        return took
+
+    try:
+        took = asyncio.run(scenario())
+    finally:
+        sink.stop()
+    assert len(sink.records()) == 3
+    assert took < 1.2, f"delivered {took:.1f} s after the downstream came back"
+
+
 def test_admission_never_refuses_an_empty_backlog() -> None:
     async def scenario() -> list[bool]:
         forwarder = forwarder_for(GrpcLogsExporter("127.0.0.1:1"))
