@@ -13,7 +13,8 @@ Per scenario, one Markdown table row: records sent (offered, once each), acknowl
 the sidecar's peak RSS (``VmHWM``, over every process of the scenario), whether it is healthy
 afterwards (``/healthz`` and ``/readyz`` 200 and a fresh request delivered), and a note.
 
-Scenarios (``--only`` picks some): baseline; downstream down mid-stream; SIGTERM mid-stream (then
+Scenarios (``--only`` picks some): baseline; downstream down mid-stream; a downstream slower than
+``forward.timeout_s`` for a while (duplicates, counted); SIGTERM mid-stream (then
 restart); SIGKILL mid-stream without and with the persistent queue (then restart on the same
 directory); 2x the sustainable rate from four senders (the rate measured first with unthrottled
 senders); the persistent queue at ``max_bytes`` while the downstream is down (back-pressure);
@@ -203,8 +204,9 @@ class Deliveries:
         self._seen, self._seen_raw = len(requests), len(raw)
         return self.counts
 
-    def wait(self, ids: set[str], durations: Durations) -> None:
-        """Until every id in ``ids`` arrived, nothing arrived for ``quiet_s``, or ``settle_s`` passed."""
+    def wait(self, ids: set[str], durations: Durations, holding: Callable[[], float]) -> None:
+        """Until every id in ``ids`` arrived, or nothing arrived for ``quiet_s`` while ``holding()``
+        (records the sidecar still holds) is 0, or ``settle_s`` passed."""
         deadline = time.monotonic() + durations.settle_s
         last, last_change = -1, time.monotonic()
         while time.monotonic() < deadline:
@@ -214,7 +216,7 @@ class Deliveries:
             total = sum(counts.values())
             if total != last:
                 last, last_change = total, time.monotonic()
-            elif time.monotonic() - last_change > durations.quiet_s:
+            elif time.monotonic() - last_change > durations.quiet_s and not holding():
                 return
             time.sleep(0.25)
 
@@ -340,18 +342,22 @@ class Run:
         for sender in self.senders:
             sender.stop()
 
-    def row(self, process: SidecarProcess, client: Client, note: str = "") -> Row:
-        """Stop the senders, wait for deliveries, check health through ``process``, count, clean up."""
+    def row(self, process: SidecarProcess, client: Client, note: str = "",
+            after: Callable[[], str] | None = None) -> Row:
+        """Stop the senders, wait for deliveries, check health through ``process``, count, clean up;
+        ``after()`` (run before the processes stop) adds to the note."""
         self.stop_senders()
         acked = {i for s in self.senders for i in s.acknowledged}
-        self.deliveries.wait(acked, self.durations)
-        counts = self.deliveries.update()
+        self.deliveries.wait(acked, self.durations, lambda: holding(process))
+        counts = Counter(self.deliveries.update())  # before the health probe adds to it
         lost = sorted(acked - counts.keys())
         if lost:
             note += f"; lost e.g. {', '.join(lost[:3])}"
         why = unhealthy(process, client, self.deliveries, self.durations)
         if why:
             note += f"; unhealthy: {why}"
+        if after is not None:
+            note += after()
         row = Row(self.name, sent=sum(s.sent for s in self.senders), acknowledged=len(acked),
                   delivered=len(acked & counts.keys()), lost=len(lost),
                   duplicated=sum(counts[i] - 1 for i in acked if counts[i] > 1),
@@ -366,6 +372,13 @@ class Run:
                 process.stop()
         self.rss.stop()
         self.sink.stop()
+
+
+def holding(process: SidecarProcess) -> float:
+    """Records ``process`` still holds: open sessions, scoring and forward queues, persistent queue
+    entries (0 when it does not answer)."""
+    return sum(process.metric(name) for name in ("otel_logbert_buffer_records", "otel_logbert_queue_records",
+                                                 "otel_logbert_persistence_entries"))
 
 
 def unhealthy(process: SidecarProcess, client: Client, deliveries: Deliveries, durations: Durations) -> str:
@@ -426,6 +439,25 @@ def downstream_down(run: Run, rate: float) -> Row:
     return run.row(sidecar, plain(sidecar), f"down {run.durations.outage_s:.0f} s; sender saw {failures(run)}")
 
 
+def slow_downstream(run: Run, rate: float) -> Row:
+    """For a third of the stream the downstream answers after 0.5 s, past ``forward.timeout_s``
+    (0.2 s), yet keeps what it got: every retry is a real duplicate (at-least-once), and the
+    sidecar's ``records_possible_duplicates`` must count at least as many."""
+    sidecar = run.start(run.config(forward={"timeout_s": 0.2}))
+    run.send(plain(sidecar), rate)
+    time.sleep(run.durations.stream_s / 3)
+    run.sink.delay_s = 0.5
+    time.sleep(run.durations.stream_s / 3)
+    run.sink.delay_s = 0.0
+    time.sleep(run.durations.stream_s / 3)
+    def counted() -> str:
+        value = sidecar.metric("otel_logbert_records_possible_duplicates_total", cause="retry")
+        return f"; counted as possible duplicates {value:,.0f}"
+
+    note = f"downstream 0.5 s/request for {run.durations.stream_s / 3:.0f} s, forward.timeout_s 0.2"
+    return run.row(sidecar, plain(sidecar), note, after=counted)
+
+
 def sigterm(run: Run, rate: float) -> Row:
     config = run.config()
     first = run.start(config)
@@ -476,7 +508,7 @@ def overload(run: Run, rate: float) -> Row:
     sustainable = (sum(run.deliveries.update().values()) - before) / run.durations.probe_s
     for sender in probe:
         sender.stop()
-    run.deliveries.wait({i for s in probe for i in s.acknowledged}, run.durations)
+    run.deliveries.wait({i for s in probe for i in s.acknowledged}, run.durations, lambda: holding(sidecar))
     offered = run.send(plain(sidecar), 2 * sustainable, senders=4)
     time.sleep(run.durations.overload_s)
     rate_sent = sum(s.sent for s in offered) / run.durations.overload_s
@@ -586,6 +618,7 @@ def tls_wrong_certificates(run: Run, rate: float) -> Row:
 SCENARIOS: dict[str, Scenario] = {
     "baseline": baseline,
     "downstream-down": downstream_down,
+    "slow-downstream": slow_downstream,
     "sigterm": sigterm,
     "sigkill-memory-only": sigkill_memory_only,
     "sigkill-persistent-queue": sigkill_persistent,

@@ -1,13 +1,13 @@
 """SIGKILL mid-stream, with and without the persistent queue: how many acknowledged records are lost.
 
-Each run: a real ``otel-logbert serve`` process (embedded ONNX Runtime, the tests' hand-built rule
-bundle), OTLP/gRPC requests of 50 records (10 new traces of 5) sent at ``--rate`` records/s by one
-sender that keeps the id of every record whose request was answered OK, a real downstream OTLP
-receiver in this process. After ``--seconds`` the sidecar gets SIGKILL; a new one starts on the
-same configuration (and persistent queue directory), and the run ends once every acknowledged
-record arrived or nothing arrived for 5 s. Counted: acknowledged, delivered (acknowledged records
-that arrived), lost (acknowledged, never arrived), duplicated (extra arrivals of a record), and the
-restarted sidecar's ``records_replayed`` by state.
+Each run: a real ``otel-logbert serve`` process (``tests.conftest.SidecarProcess``; embedded ONNX
+Runtime, the tests' rule bundle), OTLP/gRPC requests of 50 records (10 new traces of 5) sent at
+``--rate`` records/s by one sender that keeps the id of every record whose request was answered
+OK, a real downstream OTLP receiver in this process. After ``--seconds`` the sidecar gets SIGKILL; a
+new one starts on the same configuration (and persistent queue directory), and the run ends once
+every acknowledged record arrived or nothing arrived for 5 s. Counted: acknowledged, delivered
+(acknowledged records that arrived), lost (acknowledged, never arrived), duplicated (extra arrivals
+of a record), and the restarted sidecar's ``records_replayed`` by state.
 
 Usage::
 
@@ -20,21 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import grpc
-import yaml
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
@@ -44,15 +39,9 @@ sys.path.insert(0, str(REPO))
 
 from otel_logbert.demo.receiver import OtlpReceiver  # noqa: E402
 from otel_logbert.otlp.codec import LOGS_EXPORT_METHOD  # noqa: E402
-from tests.conftest import NORMAL_MESSAGES, make_rule_bundle  # noqa: E402
+from tests.conftest import NORMAL_MESSAGES, SidecarProcess, make_rule_bundle  # noqa: E402
 
 TRACES, PER_TRACE = 10, 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def export_request(n: int, run: int) -> tuple[bytes, list[str]]:
@@ -72,49 +61,6 @@ def export_request(n: int, run: int) -> tuple[bytes, list[str]]:
                 attributes=[common_pb2.KeyValue(key="test.id", value=common_pb2.AnyValue(string_value=record_id))],
             ))
     return request.SerializeToString(), ids
-
-
-class Sidecar:
-    def __init__(self, config: dict, workdir: Path) -> None:
-        self.grpc_port, self.telemetry_port = free_port(), free_port()
-        config = {**config, "receivers": {"grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"},
-                                          "http": {"endpoint": None}},
-                  "telemetry": {"endpoint": f"127.0.0.1:{self.telemetry_port}", "log_format": "json"}}
-        path = workdir / f"sidecar-{self.grpc_port}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        self.log = open(workdir / f"sidecar-{self.grpc_port}.log", "wb")  # noqa: SIM115
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.process = subprocess.Popen([sys.executable, "-m", "otel_logbert.cli", "serve", "--config", str(path)],
-                                        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.monotonic() + 120
-        while self.get("/readyz")[0] != 200:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sidecar did not start; see {self.log.name}")
-            time.sleep(0.1)
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.telemetry_port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except OSError:
-            return 0, ""
-
-    def metric(self, name: str, **labels: str) -> float:
-        total = 0.0
-        for line in self.get("/metrics")[1].splitlines():
-            head, _, value = line.rpartition(" ")
-            if head.partition("{")[0] == name and all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-        return total
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 def send(target: str, rate: float, seconds: float, run: int, acknowledged: list[str], stop: threading.Event) -> None:
@@ -142,21 +88,24 @@ def one_run(bundle: Path, persistence: bool, rate: float, seconds: float, run: i
         "sessions": {"inactivity_timeout_s": 5.0},
         "scoring": {"bundle": str(bundle)},
         "traces": {"enabled": False},
+        "telemetry": {"log_format": "json"},
     }
     if persistence:
         config["persistence"] = {"directory": str(workdir / f"queue-{run}")}
-    first = Sidecar(config, workdir)
+    first = SidecarProcess(config, workdir).start(timeout_s=120)
     acknowledged: list[str] = []
     stop = threading.Event()
-    sender = threading.Thread(target=send, args=(f"127.0.0.1:{first.grpc_port}", rate, seconds, run,
+    sender = threading.Thread(target=send, args=(first.grpc_target, rate, seconds, run,
                                                  acknowledged, stop))
     sender.start()
     time.sleep(seconds)
-    first.stop(signal.SIGKILL)
+    assert first.process is not None
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(30)
     stop.set()
     sender.join(30)
     acked = set(acknowledged)
-    second = Sidecar(config, workdir)
+    second = SidecarProcess(config, workdir).start(timeout_s=120)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if persistence and acked <= delivered(sink).keys():
