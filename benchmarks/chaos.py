@@ -14,7 +14,8 @@ the sidecar's peak RSS (``VmHWM``, over every process of the scenario), whether 
 afterwards (``/healthz`` and ``/readyz`` 200 and a fresh request delivered), and a note.
 
 Scenarios (``--only`` picks some): baseline; downstream down mid-stream; a downstream slower than
-``forward.timeout_s`` for a while (duplicates, counted); SIGTERM mid-stream (then
+``forward.timeout_s`` for a while (duplicates, counted); Triton killed mid-stream and started again
+(the python-backend tritonserver of the tests); SIGTERM mid-stream (then
 restart); SIGKILL mid-stream without and with the persistent queue (then restart on the same
 directory); 2x the sustainable rate from four senders (the rate measured first with unthrottled
 senders); the persistent queue at ``max_bytes`` while the downstream is down (back-pressure);
@@ -188,6 +189,7 @@ class Deliveries:
     def __init__(self, sink: OtlpSink) -> None:
         self.sink = sink
         self.counts: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()  # log.anomaly.status of the records counted
         self._seen = self._seen_raw = 0
 
     def update(self) -> Counter[str]:
@@ -198,9 +200,11 @@ class Deliveries:
                 for sl in rl.scope_logs:
                     for record in sl.log_records:
                         for kv in record.attributes:
-                            if kv.key in ("test.id", b"test.id"):  # lenient: strings are bytes
+                            key = kv.key.decode(errors="replace") if isinstance(kv.key, bytes) else kv.key  # lenient
+                            if key in ("test.id", "log.anomaly.status"):
                                 value = kv.value.string_value
-                                self.counts[value.decode(errors="replace") if isinstance(value, bytes) else value] += 1
+                                text = value.decode(errors="replace") if isinstance(value, bytes) else value
+                                (self.counts if key == "test.id" else self.statuses)[text] += 1
         self._seen, self._seen_raw = len(requests), len(raw)
         return self.counts
 
@@ -458,6 +462,36 @@ def slow_downstream(run: Run, rate: float) -> Row:
     return run.row(sidecar, plain(sidecar), note, after=counted)
 
 
+def triton_killed(run: Run, rate: float) -> Row:
+    """Scoring on a real tritonserver (python backend, the rule bundle's generated repository),
+    killed for a third of the stream and started again on the same ports: records flow on unscored
+    (fail open) meanwhile, and are scored again after (verdict cache off, so the outage shows)."""
+    from otel_logbert.triton.repository import write_triton_repository
+    from otel_logbert.triton.server import TritonServer
+
+    repository = run.workdir / "model_repository"
+    write_triton_repository(run.bundle, repository, "python")
+    triton = TritonServer(repository, run.workdir / "tritonserver").start()
+    try:
+        triton_config = {"url": triton.grpc_url, "model_name": None, "timeout_s": 0.5}
+        sidecar = run.start(run.config(scoring={"scorer": "triton", "timeout_s": 2, "cache_entries": 0,
+                                                "triton": triton_config}))
+        run.send(plain(sidecar), rate)
+        time.sleep(run.durations.stream_s / 3)
+        triton.kill()
+        time.sleep(run.durations.stream_s / 3)
+        triton.start()
+        time.sleep(run.durations.stream_s / 3)
+
+        def statuses() -> str:
+            return "; statuses " + ", ".join(f"{k} {v:,}" for k, v in sorted(run.deliveries.statuses.items()))
+
+        note = f"tritonserver killed for {run.durations.stream_s / 3:.0f} s, then started again"
+        return run.row(sidecar, plain(sidecar), note, after=statuses)
+    finally:
+        triton.stop()
+
+
 def sigterm(run: Run, rate: float) -> Row:
     config = run.config()
     first = run.start(config)
@@ -619,6 +653,7 @@ SCENARIOS: dict[str, Scenario] = {
     "baseline": baseline,
     "downstream-down": downstream_down,
     "slow-downstream": slow_downstream,
+    "triton-killed": triton_killed,
     "sigterm": sigterm,
     "sigkill-memory-only": sigkill_memory_only,
     "sigkill-persistent-queue": sigkill_persistent,
