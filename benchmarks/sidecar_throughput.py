@@ -16,6 +16,11 @@ sessions keyed by ``blk_-?\\d+`` (``sessions.key: regex``):
 Usage::
 
     python benchmarks/sidecar_throughput.py [--bundle DIR] [--runs 3] [--records 300000] [--out FILE]
+                                            [--persistence]
+
+``--persistence`` runs every sidecar with the persistent queue on (``persistence.directory`` in the
+benchmark's temporary directory, on the disk ``TMPDIR`` is on): its cost is the difference to a run
+without.
 
 Without ``--bundle`` a small FastLogAD bundle is trained first with ``otel-logbert train`` (needs
 torch). Prints one JSON object per measurement and a summary with medians.
@@ -157,9 +162,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+PERSISTENCE = False  # --persistence: every sidecar writes its persistent queue under its workdir
+
+
 class Sidecar:
     def __init__(self, bundle: Path, sink_port: int, workdir: Path, **sessions: float) -> None:
         self.grpc_port, self.telemetry_port = free_port(), free_port()
+        persistence = {"directory": str(workdir / f"queue-{self.grpc_port}")} if PERSISTENCE else {}
         config = {
             "receivers": {"grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"}, "http": {"endpoint": None}},
             "forward": {"endpoint": f"http://127.0.0.1:{sink_port}", "queue_max_records": 200_000},
@@ -169,6 +178,7 @@ class Sidecar:
                          **sessions},
             "scoring": {"bundle": str(bundle), "batch_size": 256, "batch_timeout_ms": 10},
             "telemetry": {"endpoint": f"127.0.0.1:{self.telemetry_port}", "log_format": "json"},
+            "persistence": persistence,
         }
         path = workdir / f"sidecar-{self.grpc_port}.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -354,7 +364,10 @@ def main() -> int:
     parser.add_argument("--session-length", type=int, default=8)
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "latency", "memory"])
     parser.add_argument("--out", type=Path, help="write all results as JSON here")
+    parser.add_argument("--persistence", action="store_true", help="sidecars with the persistent queue on")
     args = parser.parse_args()
+    global PERSISTENCE
+    PERSISTENCE = args.persistence
 
     workdir = Path(tempfile.mkdtemp(prefix="otel-logbert-bench-"))
     bundle = args.bundle or train_bundle(workdir)
@@ -387,7 +400,7 @@ def main() -> int:
         "p50_close_to_forwarded_ms": median("latency", "p50_ms"),
         "p99_close_to_forwarded_ms": median("latency", "p99_ms"),
         "rss_mib_100k_open_sessions": median("memory", "rss_mib"),
-        "runs": args.runs, "cpus": os.cpu_count(), "bundle": str(bundle),
+        "runs": args.runs, "cpus": os.cpu_count(), "bundle": str(bundle), "persistence": args.persistence,
     }
     print(json.dumps({"summary": summary}, indent=2))
     if args.out:

@@ -13,7 +13,10 @@ Policy: a batch starts as soon as a handler slot is free. While every slot is id
 queued at once (low latency at low load); while a batch is in flight it waits up to ``linger_s`` after
 the first queued item for ``max_batch`` items to gather (large batches at high load). Items are taken
 in ``put`` order. ``pending`` counts the ``weight`` of items queued or being handled, released when
-their handler returns (or raises): the number back-pressure is decided on.
+their handler returns (or raises): the number back-pressure is decided on. An item's weight is read
+when it is put and when its batch starts, and must not change in between; the handler may change it
+(the scoring loop hands a session's records on, emptying it): what is released is what was counted
+when the batch started.
 
 Not thread-safe: every call comes from the event loop that runs ``run``.
 """
@@ -119,17 +122,17 @@ class Batcher(Generic[T]):
         batch = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
         if queue:
             self._first_at = time.monotonic()
-        task = asyncio.create_task(self._run_handler(batch))
+        task = asyncio.create_task(self._run_handler(batch, self._total(batch)))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _run_handler(self, batch: list[T]) -> None:
+    async def _run_handler(self, batch: list[T], weight: int) -> None:
         try:
             await self._handle(batch)
         except Exception:  # a handler's own failure must not stop the loop or leak the slot
             log.exception("batch handler failed", extra={"items": len(batch)})
         finally:
-            self.pending -= self._total(batch)
+            self.pending -= weight  # as counted at the start: the handler may have changed the items
             self._slots.release()
 
     def _total(self, items: list[T]) -> int:

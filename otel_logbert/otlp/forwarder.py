@@ -17,7 +17,13 @@ The queue never refuses records. Back-pressure is decided before records get her
 ``Admission`` (``sidecar.pipeline``) counts this queue's ``pending_records`` with the scoring queue's
 and refuses whole requests while they exceed ``forward.queue_max_records`` (the receivers answer
 RESOURCE_EXHAUSTED / 503 with a retry hint), which is how back-pressure reaches the Collector's
-sending queue. Delivery is at-least-once: a retry after a timeout can deliver a batch twice.
+sending queue.
+
+Delivery is at-least-once: an attempt whose outcome is unknown (``ExportOutcome.uncertain``: it timed
+out, or the connection broke after the request went out) may have been delivered, so its retry can
+deliver the batch twice. Each such re-send counts its records in ``records_possible_duplicates``
+(``cause: retry``): an upper bound on the duplicates downstream, at most one batch
+(``batch_max_records``) per uncertain attempt.
 
 With the persistent queue (``persistence.directory``) the forwarder tells its ``DeliveryJournal``
 (``sidecar.wal``) about each batch: ``sending`` before the first attempt (awaited), ``settled`` once
@@ -89,13 +95,22 @@ class DeliveryJournal(Protocol):
 
 @dataclass(frozen=True)
 class ExportOutcome:
-    """The result of one export attempt. ``rejected``: records the receiver refused (partial success)."""
+    """The result of one export attempt. ``rejected``: records the receiver refused (partial success).
+    ``uncertain``: a failure after which the downstream may still have taken the batch (a timeout, a
+    connection lost mid-request), so a retry may duplicate it."""
 
     ok: bool
     retryable: bool = False
     retry_after_s: float | None = None
     message: str = ""
     rejected: int = 0
+    uncertain: bool = False
+
+
+# gRPC codes after which the request may have been processed: the deadline passed or the call was
+# cut off. (UNAVAILABLE is mostly "could not connect"; counting it would count every outage retry.)
+UNCERTAIN_GRPC = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+UNCERTAIN_HTTP = frozenset({504})  # a gateway timed out waiting for the receiver
 
 
 class LogsExporter(ABC):
@@ -110,7 +125,10 @@ class LogsExporter(ABC):
 
 class GrpcLogsExporter(LogsExporter):
     """OTLP/gRPC. ``tls`` (``forward.tls``) decides TLS and its files; without it, ``https://`` means
-    TLS with the system roots."""
+    TLS with the system roots. ``max_reconnect_backoff_s`` caps gRPC's own reconnect backoff (120 s
+    by default, growing while the downstream is down), so a downstream that comes back is reached
+    within the forwarder's retry delay (``forward.retry.max_backoff_s``) rather than minutes later:
+    while the channel waits to reconnect every attempt fails at once."""
 
     def __init__(
         self,
@@ -118,18 +136,24 @@ class GrpcLogsExporter(LogsExporter):
         headers: dict[str, str] | None = None,
         gzip_: bool = False,
         tls: ClientTls | None = None,
+        max_reconnect_backoff_s: float | None = None,
     ) -> None:
         self.target, https = grpc_target(endpoint)
         self.tls = tls.enabled if tls is not None else https
         self._tls = tls
         self.metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
         self.compression = grpc.Compression.Gzip if gzip_ else grpc.Compression.NoCompression
+        self.max_reconnect_backoff_s = max_reconnect_backoff_s
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.UnaryUnaryMultiCallable | None = None
 
     def _stub(self) -> grpc.aio.UnaryUnaryMultiCallable:
         if self._call is None:
             options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+            if self.max_reconnect_backoff_s is not None:
+                cap_ms = max(1, int(self.max_reconnect_backoff_s * 1000))
+                options += [("grpc.max_reconnect_backoff_ms", cap_ms),
+                            ("grpc.initial_reconnect_backoff_ms", min(cap_ms, 1000))]
             if self.tls:
                 tls = self._tls
                 credentials = tls.grpc_credentials() if tls is not None else grpc.ssl_channel_credentials()
@@ -152,9 +176,10 @@ class GrpcLogsExporter(LogsExporter):
             retryable = code in RETRYABLE_GRPC or (
                 code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None
             )
-            return ExportOutcome(False, retryable, delay, f"{code.name}: {exc.details()}")
-        except Exception as exc:  # channel-level surprises are treated as transient
-            return ExportOutcome(False, True, None, f"{type(exc).__name__}: {exc}")
+            return ExportOutcome(False, retryable, delay, f"{code.name}: {exc.details()}",
+                                 uncertain=code in UNCERTAIN_GRPC)
+        except Exception as exc:  # channel-level surprises are treated as transient (and uncertain)
+            return ExportOutcome(False, True, None, f"{type(exc).__name__}: {exc}", uncertain=True)
         return _partial(reply)
 
     async def close(self) -> None:
@@ -204,9 +229,12 @@ class HttpLogsExporter(LogsExporter):
                 retryable = response.status in RETRYABLE_HTTP
                 delay = parse_retry_after(response.headers.get("Retry-After"))
                 text = content[:200].decode("utf-8", "replace").strip()
-                return ExportOutcome(False, retryable, delay, f"HTTP {response.status}: {text}")
+                return ExportOutcome(False, retryable, delay, f"HTTP {response.status}: {text}",
+                                     uncertain=response.status in UNCERTAIN_HTTP)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            return ExportOutcome(False, True, None, f"{type(exc).__name__}: {exc}")
+            # Not connecting at all never delivers; a timeout or a connection lost later may have.
+            uncertain = not isinstance(exc, aiohttp.ClientConnectorError)
+            return ExportOutcome(False, True, None, f"{type(exc).__name__}: {exc}", uncertain=uncertain)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -232,7 +260,7 @@ def build_exporter(
     gzip_ = config.compression == "gzip"
     tls = ClientTls(config.tls, endpoint, "forward.tls")
     if protocol == "grpc":
-        return GrpcLogsExporter(endpoint, config.headers, gzip_, tls)
+        return GrpcLogsExporter(endpoint, config.headers, gzip_, tls, config.retry.max_backoff_s)
     return HttpLogsExporter(endpoint, config.headers, gzip_, tls)
 
 
@@ -311,7 +339,10 @@ class Forwarder:
         started = time.monotonic()
         retry, metrics = self.config.retry, self.metrics
         backoff = Backoff(retry.initial_backoff_s, retry.max_backoff_s)
+        uncertain = False  # the previous attempt may have been delivered
         while True:
+            if uncertain:
+                metrics.records_possible_duplicates.add(len(batch), {"cause": "retry"})
             outcome = await self.exporter.export(body, self.config.timeout_s)
             if outcome.ok:
                 self._delivered(batch, outcome)
@@ -336,6 +367,7 @@ class Forwarder:
                 extra={"records": len(batch), "retry_in_s": round(delay, 3), "error": outcome.message},
             )
             metrics.forward_retries.add(1)
+            uncertain = outcome.uncertain
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
             if self._stopping.is_set():

@@ -94,6 +94,12 @@ METRICS: tuple[MetricSpec, ...] = (
         "without an acknowledgement (possibly delivered twice), held: never sent", ("state",),
     ),
     MetricSpec(
+        "records_possible_duplicates", "otel_logbert.records.possible_duplicates", "counter", "{record}",
+        "Records sent again that may already have been delivered (delivery is at-least-once): cause retry, "
+        "a re-send after a timeout or a connection lost mid-request; replay, records sent before a restart "
+        "without their acknowledgement on disk. An upper bound on the duplicates downstream", ("cause",),
+    ),
+    MetricSpec(
         "connections_refused", "otel_logbert.connections.refused", "counter", "{connection}",
         "Connections closed on arrival (HTTP: past receivers.http.max_connections), by reason",
         ("protocol", "reason"),

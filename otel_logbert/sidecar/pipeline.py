@@ -145,7 +145,9 @@ class Pipeline:
         if self.wal is None:
             await self._ingest(request, 0, None)
         else:
-            await asyncio.shield(asyncio.ensure_future(self._persist_and_ingest(self.wal, request, count)))
+            task = asyncio.ensure_future(self._persist_and_ingest(self.wal, request, count))
+            task.add_done_callback(_retrieve)  # a caller gone meanwhile does not leave it unretrieved
+            await asyncio.shield(task)
         self.metrics.records_received.add(count, {"protocol": protocol})
         return count
 
@@ -161,13 +163,14 @@ class Pipeline:
         before the receivers take traffic): each entry's records not yet settled are ingested as if
         just received (waiting while the queue is full), then every session is closed with reason
         ``restart`` and scored. Counts ``records_replayed`` (``in_flight``: sent downstream without
-        an acknowledgement, so possibly a duplicate; ``held``: never sent). Returns the records."""
+        an acknowledgement, so possibly a duplicate, also counted in ``records_possible_duplicates``;
+        ``held``: never sent). Returns the records."""
         held = in_flight = 0
         for entry in backlog:
             while self.admission.held and self.admission.held >= self.admission.limit:
                 await asyncio.sleep(REPLAY_WAIT_S)
             try:
-                request = decode_protobuf(entry.request)
+                request = decode_protobuf(await asyncio.to_thread(entry.read))
             except MalformedRequest as exc:  # CRC-checked, so only a bug could get here
                 log.error("persistent queue: entry cannot be decoded; dropped", extra={"seq": entry.seq,
                                                                                        "error": str(exc)})
@@ -183,6 +186,7 @@ class Pipeline:
         self.close(self.store.close_all(time.monotonic(), reason=RESTART))
         if in_flight:
             self.metrics.records_replayed.add(in_flight, {"state": "in_flight"})
+            self.metrics.records_possible_duplicates.add(in_flight, {"cause": "replay"})
         if held:
             self.metrics.records_replayed.add(held, {"state": "held"})
         return held + in_flight
@@ -299,3 +303,8 @@ class Pipeline:
         if verdict.is_anomaly or not self.traces.only_anomalies:
             templates = unexpected_templates(session, verdict, self.router.lanes[session.lane].template)
             self.spans.emit(build_span(session, verdict, self.annotator.names, templates))
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -74,13 +74,22 @@ def ticket(seq: int, index: int) -> int:
 class Backlog:
     """One entry read back by ``open`` with records not yet settled. ``settled``: indices settled
     (not to be replayed); ``sent``: indices that had been handed to the downstream without being
-    settled (delivered or not: each is a possible duplicate)."""
+    settled (delivered or not: each is a possible duplicate). The request stays on disk until
+    ``read`` (so a replay holds one request in memory at a time, not the whole log)."""
 
     seq: int
     records: int
-    request: bytes
+    path: Path
+    offset: int  # of the serialized request in ``path``
+    length: int
     settled: set[int] = field(default_factory=set)
     sent: set[int] = field(default_factory=set)
+
+    def read(self) -> bytes:
+        """The serialized ``ExportLogsServiceRequest`` as accepted (CRC-checked when ``open`` read it)."""
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            return f.read(self.length)
 
 
 @dataclass
@@ -142,11 +151,11 @@ class WriteAheadLog:
         for path in sorted(self.directory.glob(SEGMENT_GLOB), key=_segment_number):
             number = _segment_number(path)
             segment = self._segments[number] = _Segment(number, path, sealed=True)
-            for body in read_segment(path):
+            for offset, body in read_segment(path):
                 kind = body[0]
                 if kind == ENTRY:
                     _, seq, records = ENTRY_HEAD.unpack_from(body)
-                    entries[seq] = Backlog(seq, records, body[ENTRY_HEAD.size:])
+                    entries[seq] = Backlog(seq, records, path, offset + ENTRY_HEAD.size, len(body) - ENTRY_HEAD.size)
                     segment_of[seq] = segment
                     self._next_seq = max(self._next_seq, seq + 1)
                 elif kind in (SENDING, SETTLED):
@@ -391,17 +400,18 @@ def _frame(body: bytes) -> bytes:
     return HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
-def read_segment(path: Path) -> list[bytes]:
-    """The frame bodies of one segment, in order. At the first frame that is cut short or fails its
-    CRC the file is truncated to the frames before it (logged)."""
+def read_segment(path: Path) -> list[tuple[int, bytes]]:
+    """The frame bodies of one segment with their offsets in the file, in order. At the first frame
+    that is cut short or fails its CRC the file is truncated to the frames before it (logged)."""
     data = path.read_bytes()
-    bodies, offset = [], 0
+    bodies: list[tuple[int, bytes]] = []
+    offset = 0
     while offset + HEADER.size <= len(data):
         length, crc = HEADER.unpack_from(data, offset)
         start, end = offset + HEADER.size, offset + HEADER.size + length
         if length == 0 or end > len(data) or zlib.crc32(data[start:end]) != crc:
             break
-        bodies.append(data[start:end])
+        bodies.append((start, data[start:end]))
         offset = end
     if offset != len(data):
         log.warning(

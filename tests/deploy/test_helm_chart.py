@@ -24,7 +24,8 @@ CI_VALUES = sorted((REPO / "helm" / "ci").glob("*.yaml"))
 KUBE_VERSION = "1.30.0"  # oldest minor still widely run; kubernetes-validate ships its schemas
 # Kinds kubernetes-validate has no schema for (CRDs); each gets a hand check below instead.
 CRD_KINDS = {"ServiceMonitor"}
-REQUIRED_CI = {"sidecar-only.yaml", "sidecar-triton-gpu.yaml", "sidecar-in-collector-pod.yaml"}
+REQUIRED_CI = {"sidecar-only.yaml", "sidecar-triton-gpu.yaml", "sidecar-in-collector-pod.yaml",
+               "sidecar-persistent-queue.yaml"}
 
 
 def helm(tools, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -91,7 +92,7 @@ def test_kubernetes_validate_can_fail(tools):
 def test_workloads_are_wired(tools, values):
     """Selectors match pods, every container is probed (main ones) and locked down, GPUs requested."""
     objs = docs(render(tools, values))
-    deployments = by_kind(objs, "Deployment")
+    deployments = by_kind(objs, "Deployment") + by_kind(objs, "StatefulSet")
     assert deployments
     pods = {d["metadata"]["name"]: d["spec"]["template"] for d in deployments}
     for d in deployments:
@@ -118,6 +119,7 @@ def test_workloads_are_wired(tools, values):
                 assert c["resources"]["limits"]["nvidia.com/gpu"] >= 1
                 assert spec["nodeSelector"] and spec["tolerations"]
         volumes = {v["name"] for v in spec["volumes"]}
+        volumes |= {t["metadata"]["name"] for t in d["spec"].get("volumeClaimTemplates", [])}  # StatefulSet
         for c in spec["containers"] + spec.get("initContainers", []):
             assert {m["name"] for m in c.get("volumeMounts", [])} <= volumes, c["name"]
     for svc in by_kind(objs, "Service"):
@@ -239,7 +241,46 @@ def test_triton_values_render_gpu_deployment_and_headless_service(tools):
     assert init["spec"]["template"]["spec"]["initContainers"][0]["name"] == "sync-models"
 
 
+def test_persistent_queue_values_put_each_replicas_queue_on_its_own_claim(tools, tmp_path):
+    objs = docs(render(tools, REPO / "helm" / "ci" / "sidecar-persistent-queue.yaml"))
+    assert not [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == "rel-otel-logbert"]
+    (sts,) = by_kind(objs, "StatefulSet")
+    assert sts["spec"]["serviceName"] == "rel-otel-logbert-headless"
+    assert sts["spec"]["serviceName"] in {s["metadata"]["name"] for s in by_kind(objs, "Service")}
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "queue" and claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    (container,) = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "otel-logbert"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["queue"] == "/var/lib/otel-logbert-queue"
+    assert "queue" not in {v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]}  # the claim is
+    (hpa,) = by_kind(objs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "rel-otel-logbert"}
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(_sidecar_yaml(objs))
+    cfg = load_with_sidecar_loader(path)
+    assert cfg.persistence.directory == "/var/lib/otel-logbert-queue" and cfg.persistence.max_bytes == 4 << 30
+
+
+def test_persistent_queue_in_the_collector_pod_is_an_empty_dir(tools, tmp_path):
+    objs = docs(render(tools, REPO / "helm" / "ci" / "sidecar-in-collector-pod.yaml",
+                       "--set", "sidecar.persistence.enabled=true"))
+    assert not by_kind(objs, "StatefulSet")
+    (dep,) = by_kind(objs, "Deployment")
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["queue"]["emptyDir"] == {"sizeLimit": "2Gi"}
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(_sidecar_yaml(objs))
+    assert load_with_sidecar_loader(path).persistence.directory == "/var/lib/otel-logbert-queue"
+    defaults = docs(render(tools, None))
+    path.write_text(_sidecar_yaml(defaults))
+    assert load_with_sidecar_loader(path).persistence.directory is None  # opt-in
+
+
 @pytest.mark.parametrize("bad, message", [
+    (["--set", "sidecar.persistence.enabled=true", "--set", "service.headless=false"], "needs service.headless"),
+    (["--set", "sidecar.persistence.maxBytes=1000"], "maxBytes"),
     (["--set", "mode=sidecar"], "mode"),
     (["--set", "sidecar.replicaz=2"], "replicaz"),
     (["--set", "mode=collectorPod"], "collides with a Collector port"),

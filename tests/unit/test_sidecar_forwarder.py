@@ -49,6 +49,7 @@ class Outcomes:
         "retry": ("otel_logbert_forward_retries_total", {}),
         "dropped": ("otel_logbert_records_dropped_total", {"reason": "dropped"}),
         "rejected": ("otel_logbert_records_dropped_total", {"reason": "rejected"}),
+        "duplicates": ("otel_logbert_records_possible_duplicates_total", {"cause": "retry"}),
     }
 
     def __init__(self) -> None:
@@ -88,6 +89,7 @@ def test_grpc_retryable_codes_are_retried_until_delivered(otlp_sink: OtlpSink) -
     assert asyncio.run(deliver(forwarder, 5)) == 0
     assert sorted(r.body.string_value for _, _, r in otlp_sink.records()) == [f"r{i}" for i in range(5)]
     assert outcomes["retry"] == 2 and outcomes["ok"] == 5 and outcomes["dropped"] == 0
+    assert outcomes["duplicates"] == 0  # refused outright: the retry cannot duplicate anything
     assert outcomes.latencies() == 2  # one mark (ready together), delivered in two batches of <= 3
 
 
@@ -103,12 +105,18 @@ def test_grpc_permanent_error_drops_and_counts(otlp_sink: OtlpSink) -> None:
 class ScriptedServer:
     """A byte-level LogsService whose answers follow a script of (code, trailing metadata, reply)."""
 
-    def __init__(self, script: list[tuple[grpc.StatusCode, tuple, bytes]]) -> None:
+    def __init__(self, script: list[tuple[grpc.StatusCode, tuple, bytes]], delays: tuple[float, ...] = ()) -> None:
+        """``delays``: seconds to wait before answering the first calls (the body is kept at once)."""
         self.script = list(script)
+        self.delays = list(delays)
         self.calls = 0
+        self.bodies: list[bytes] = []
 
     async def export(self, body: bytes, context: Any) -> bytes:
         self.calls += 1
+        self.bodies.append(body)
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))
         code, trailer, reply = self.script.pop(0) if self.script else (grpc.StatusCode.OK, (), b"")
         if code != grpc.StatusCode.OK:
             await context.abort(code, "scripted", trailing_metadata=trailer)
@@ -154,6 +162,20 @@ def test_partial_success_is_counted_not_retried() -> None:
 
     asyncio.run(server.serve(scenario))
     assert (outcomes["ok"], outcomes["rejected"], outcomes["retry"]) == (2, 1, 0) and server.calls == 1
+
+
+def test_a_retry_after_a_timeout_can_deliver_twice_and_counts_the_batch_as_possible_duplicates() -> None:
+    """A downstream that takes the request but answers after ``forward.timeout_s``: the retry
+    delivers the same batch again (at-least-once), and exactly that batch is counted."""
+    server = ScriptedServer([], delays=(0.6,))
+    outcomes = Outcomes()
+
+    async def scenario(target: str) -> None:
+        await deliver(forwarder_for(GrpcLogsExporter(target), outcomes, retry=FAST, timeout_s=0.2), 3)
+
+    asyncio.run(server.serve(scenario))
+    assert len(server.bodies) == 2 and server.bodies[0] == server.bodies[1]  # a real duplicate
+    assert (outcomes["ok"], outcomes["retry"], outcomes["duplicates"]) == (3, 1, 3)
 
 
 def test_retryable_failures_give_up_after_max_elapsed_when_configured() -> None:
@@ -239,6 +261,39 @@ def test_connection_refused_is_retried_then_delivered_when_downstream_appears() 
     finally:
         sink.stop()
     assert len(sink.records()) == 3
+
+
+def test_a_downstream_back_after_an_outage_is_reached_within_the_retry_delay() -> None:
+    """gRPC's own reconnect backoff grows to minutes while the downstream is down (about 9 s into a
+    6 s outage its next try is 7.4-11 s in); capped at the forwarder's ``max_backoff_s`` the records
+    go out right after the downstream is back."""
+    from tests.conftest import free_port
+
+    sink = OtlpSink(free_port())
+    retry = RetryConfig(initial_backoff_s=0.05, max_backoff_s=0.2)
+
+    async def scenario() -> float:
+        exporter = GrpcLogsExporter(sink.endpoint, max_reconnect_backoff_s=retry.max_backoff_s)
+        forwarder = forwarder_for(exporter, None, retry=retry, timeout_s=0.5)
+        task = asyncio.create_task(forwarder.run())
+        forwarder.put(items(3))
+        await asyncio.sleep(6.0)
+        sink.start()
+        back = time.monotonic()
+        while forwarder.pending_records and time.monotonic() < back + 30:
+            await asyncio.sleep(0.01)
+        took = time.monotonic() - back
+        task.cancel()
+        await forwarder.drain(0.1)
+        await forwarder.close()
+        return took
+
+    try:
+        took = asyncio.run(scenario())
+    finally:
+        sink.stop()
+    assert len(sink.records()) == 3
+    assert took < 1.2, f"delivered {took:.1f} s after the downstream came back"
 
 
 def test_admission_never_refuses_an_empty_backlog() -> None:

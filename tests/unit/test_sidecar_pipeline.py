@@ -527,3 +527,28 @@ def test_the_verdict_cache_answers_repeated_sessions_with_the_same_verdict(
     assert verdicts(cached) == verdicts(plain)
     assert hit_rate == pytest.approx(7 / 10)  # + the warm-up session, a miss
     assert no_cache == 0.0
+
+
+def test_delivered_sessions_leave_the_back_pressure_count(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    """Once everything is delivered nothing is held: a scored session's records must not stay
+    counted (they did, once the scoring queue released the weight of an already emptied session,
+    so a sidecar refused everything after ``queue_max_records`` records in all)."""
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle, forward={"queue_max_records": 100})
+
+    async def scenario() -> list[int]:
+        async with running_sidecar(config) as sidecar:
+            held = []
+            for round_ in range(3):  # 3 x 60 records > queue_max_records: refused if any stayed counted
+                traces = [bytes([round_ + 1, t + 1]) * 8 for t in range(12)]
+                await send(sidecar, request([log(NORMAL_MESSAGES[i % 5], trace) for trace in traces
+                                             for i in range(5)]))
+                await wait(otlp_sink, 60 * (round_ + 1))
+                for _ in range(100):
+                    if not sidecar.pipeline.admission.held:
+                        break
+                    await asyncio.sleep(0.02)
+                held.append(sidecar.pipeline.admission.held)
+            assert sidecar.ready() == (True, "")
+            return held
+
+    assert asyncio.run(scenario()) == [0, 0, 0]

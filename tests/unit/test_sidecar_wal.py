@@ -49,7 +49,7 @@ def test_appended_entries_come_back_after_reopen_minus_what_was_settled(tmp_path
 
     asyncio.run(run())
     wal, backlog = reopen(tmp_path)
-    assert [(e.seq, e.request, e.settled, e.sent) for e in backlog] == [
+    assert [(e.seq, e.read(), e.settled, e.sent) for e in backlog] == [
         (2, body(1), {1}, set()),
         (3, body(2), set(), {0, 2}),
         (4, body(3), set(), set()),
@@ -119,10 +119,10 @@ def test_a_torn_or_corrupt_tail_is_cut_off_and_never_misread(tmp_path: Path, dam
         path.write_bytes(data + b"\x07\x00")
     _, backlog = reopen(tmp_path)
     if damage == "garbage":
-        assert [e.request for e in backlog] == [body(i, 1000) for i in range(3)]
+        assert [e.read() for e in backlog] == [body(i, 1000) for i in range(3)]
         assert path.stat().st_size == len(data)
     else:
-        assert [e.request for e in backlog] == [body(0, 1000), body(1, 1000)]
+        assert [e.read() for e in backlog] == [body(0, 1000), body(1, 1000)]
         assert path.stat().st_size == 2 * frame  # truncated to the good frames
 
 
@@ -147,7 +147,7 @@ def test_a_segment_is_deleted_once_every_record_in_it_is_settled(tmp_path: Path)
     asyncio.run(run())
     assert [p.name for p in segments(tmp_path)] == ["wal-000000000004.log"]  # the active one
     wal, backlog = reopen(tmp_path, segment_bytes=10_000)
-    assert [e.request for e in backlog] == [body(99, 3000), body(100, 10)]
+    assert [e.read() for e in backlog] == [body(99, 3000), body(100, 10)]
     assert wal.entries == 2
 
 
@@ -169,7 +169,7 @@ def test_max_bytes_refuses_an_entry_without_writing_it_and_room_comes_back_after
 
     asyncio.run(run())
     _, backlog = reopen(tmp_path)
-    assert [e.request for e in backlog] == [body(i, 3000) for i in (3, 4, 5, 8)]
+    assert [e.read() for e in backlog] == [body(i, 3000) for i in (3, 4, 5, 8)]
 
 
 @contextlib.contextmanager
@@ -198,7 +198,7 @@ def test_a_write_the_disk_refuses_is_back_pressure_and_leaves_the_log_readable(t
     asyncio.run(run())
     assert [len(read_segment(p)) for p in segments(tmp_path)] == [1, 1]
     _, backlog = reopen(tmp_path)
-    assert [e.request for e in backlog] == [body(0, 5000), body(2, 5000)]
+    assert [e.read() for e in backlog] == [body(0, 5000), body(2, 5000)]
 
 
 def test_two_logs_never_share_a_directory(tmp_path: Path) -> None:

@@ -89,6 +89,10 @@ only: the Collector in the same pod is their only client.
 {{- end -}}
 {{- $_ := set $base "scoring" (dict "scorer" "triton" "triton" $triton) -}}
 {{- end -}}
+{{- if .Values.sidecar.persistence.enabled -}}
+{{- $queue := .Values.sidecar.persistence -}}
+{{- $_ := set $base "persistence" (dict "directory" $queue.mountPath "max_bytes" (int64 $queue.maxBytes)) -}}
+{{- end -}}
 {{- $merged := mustMergeOverwrite $base (deepCopy .Values.sidecar.config) -}}
 {{- toYaml $merged -}}
 {{- end -}}
@@ -217,8 +221,17 @@ timeoutSeconds: 2
       readOnly: true
     - name: state                # Drain3 state (parsing.state_file), learn output
       mountPath: /var/lib/otel-logbert
+    {{- if .Values.sidecar.persistence.enabled }}
+    - name: queue                # the persistent queue (persistence.directory)
+      mountPath: {{ .Values.sidecar.persistence.mountPath }}
+    {{- end }}
     - name: tmp
       mountPath: /tmp
+{{- end -}}
+
+{{/* True when the sidecar runs as a StatefulSet: its own workload with a persistent queue per replica. */}}
+{{- define "otel-logbert.sidecarStateful" -}}
+{{- if and (eq .Values.mode "deployment") .Values.sidecar.persistence.enabled -}}true{{- end -}}
 {{- end -}}
 
 {{/* Pod volumes that go with the sidecar container. */}}
@@ -229,6 +242,11 @@ timeoutSeconds: 2
 {{ include "otel-logbert.modelVolume" . }}
 - name: state
   emptyDir: {}
+{{- if and .Values.sidecar.persistence.enabled (not (include "otel-logbert.sidecarStateful" .)) }}
+- name: queue
+  emptyDir:
+    sizeLimit: {{ .Values.sidecar.persistence.size }}
+{{- end }}
 - name: tmp
   emptyDir:
     sizeLimit: 256Mi
