@@ -59,7 +59,9 @@ def main() -> None:
         name = f"{bundle.model} seed {bundle.metadata.get('seed')} ({source})"
         achieved = [float((scores > t).mean()) for t in thresholds(bundle.threshold, TARGETS)]
         print(f"| {path} | " + " | ".join(f"{a:.4f}" for a in achieved) + " |")
-        ax.plot(TARGETS, np.maximum(achieved, 1e-5), marker="o", label=name)
+        out_of_fold = source == "out-of-fold"
+        ax.plot(TARGETS, np.maximum(achieved, 1e-5), marker="s" if out_of_fold else "o",
+                linestyle="--" if out_of_fold else "-", linewidth=2 if out_of_fold else 1, label=name)
     ax.plot(TARGETS, TARGETS, color="black", linewidth=1, label="achieved = target")
     ax.fill_between(TARGETS, np.array(TARGETS) / 2, np.array(TARGETS) * 2, color="grey", alpha=0.2,
                     label="within 2x")
