@@ -25,7 +25,7 @@ KUBE_VERSION = "1.30.0"  # oldest minor still widely run; kubernetes-validate sh
 # Kinds kubernetes-validate has no schema for (CRDs); each gets a hand check below instead.
 CRD_KINDS = {"ServiceMonitor"}
 REQUIRED_CI = {"sidecar-only.yaml", "sidecar-triton-gpu.yaml", "sidecar-in-collector-pod.yaml",
-               "sidecar-persistent-queue.yaml"}
+               "sidecar-persistent-queue.yaml", "sidecar-tls-token.yaml"}
 
 
 def helm(tools, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -278,7 +278,39 @@ def test_persistent_queue_in_the_collector_pod_is_an_empty_dir(tools, tmp_path):
     assert load_with_sidecar_loader(path).persistence.directory is None  # opt-in
 
 
+def _secret_mounts(pod_spec: dict) -> dict[str, tuple[str, str, bool]]:
+    """Secret volumes of the otel-logbert container: volume name -> (secretName, mountPath, readOnly)."""
+    (container,) = [c for c in pod_spec["containers"] if c["name"] == "otel-logbert"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod_spec["volumes"] if "secret" in v}
+    return {m["name"]: (secrets[m["name"]], m["mountPath"], m.get("readOnly", False))
+            for m in container["volumeMounts"] if m["name"] in secrets}
+
+
+def test_tls_and_token_secrets_are_mounted_where_the_sidecar_config_reads_them(tools, tmp_path):
+    values = REPO / "helm" / "ci" / "sidecar-tls-token.yaml"
+    objs = docs(render(tools, values))
+    (dep,) = [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == "rel-otel-logbert"]
+    assert _secret_mounts(dep["spec"]["template"]["spec"]) == {
+        "secret-tls": ("otel-logbert-tls", "/etc/otel-logbert-tls", True),
+        "secret-token": ("otel-logbert-token", "/etc/otel-logbert-token", True),
+    }
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(_sidecar_yaml(objs))
+    cfg = load_with_sidecar_loader(path)
+    assert cfg.receivers.grpc.tls.client_ca_file == "/etc/otel-logbert-tls/ca.crt"
+    assert cfg.receivers.auth.token_file == "/etc/otel-logbert-token/token"
+    # the same values key in the Collector's pod (mode collectorPod)
+    objs = docs(render(tools, REPO / "helm" / "ci" / "sidecar-in-collector-pod.yaml", "--set-json",
+                       'sidecar.secretMounts=[{"name":"tls","secretName":"s","mountPath":"/etc/t"}]'))
+    (dep,) = by_kind(objs, "Deployment")
+    assert _secret_mounts(dep["spec"]["template"]["spec"]) == {"secret-tls": ("s", "/etc/t", True)}
+    (default,) = [d for d in by_kind(docs(render(tools, None)), "Deployment")
+                  if d["metadata"]["name"] == "rel-otel-logbert"]
+    assert _secret_mounts(default["spec"]["template"]["spec"]) == {}
+
+
 @pytest.mark.parametrize("bad, message", [
+    (["--set-json", 'sidecar.secretMounts=[{"name":"tls","secretName":"s","mountPath":"etc"}]'], "mountPath"),
     (["--set", "sidecar.persistence.enabled=true", "--set", "service.headless=false"], "needs service.headless"),
     (["--set", "sidecar.persistence.maxBytes=1000"], "maxBytes"),
     (["--set", "mode=sidecar"], "mode"),

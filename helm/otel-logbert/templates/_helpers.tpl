@@ -227,6 +227,11 @@ timeoutSeconds: 2
     {{- end }}
     - name: tmp
       mountPath: /tmp
+    {{- range .Values.sidecar.secretMounts }}
+    - name: secret-{{ .name }}
+      mountPath: {{ .mountPath }}
+      readOnly: true
+    {{- end }}
 {{- end -}}
 
 {{/* True when the sidecar runs as a StatefulSet: its own workload with a persistent queue per replica. */}}
@@ -250,4 +255,10 @@ timeoutSeconds: 2
 - name: tmp
   emptyDir:
     sizeLimit: 256Mi
+{{- range .Values.sidecar.secretMounts }}
+- name: secret-{{ .name }}
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+{{- end }}
 {{- end -}}
