@@ -401,7 +401,8 @@ class ParsingConfig(Section):
         factory=list, doc='extra masking rules: `[{regex: "...", mask_with: "ID"}]`'
     )
     state_file: str | None = option(
-        None, doc="Drain3 state (JSON) persisted here, and loaded at start when it exists"
+        None, doc="Drain3 state (JSON) persisted here, and loaded at start when it exists (a regular file "
+        "in this folder, no symlink out of it, at most 64 MiB; see security.md)"
     )
     state_save_interval_s: float = option(60.0, check=Positive(), doc="how often the parser state is saved")
     max_line_chars: int = option(
@@ -499,7 +500,8 @@ class ScoringConfig(Section):
     bundle: str | None = option(
         None,
         example="/models/hdfs-fastlogad",
-        doc="bundle directory; required unless learn-only (`learn.enabled: true`, `learn.score: false`)",
+        doc="bundle directory; required unless learn-only (`learn.enabled: true`, `learn.score: false`). "
+        "Its files must resolve inside it; JSON at most 64 MiB, model.onnx at most 2 GiB (security.md)",
     )
     routes: dict[str, str] = option(factory=dict, doc="`service.name` -> bundle directory (others use `bundle`)")
     threshold: str = option(
