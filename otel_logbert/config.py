@@ -304,7 +304,18 @@ class ReceiversConfig(Section):
         doc="log records per request; more: `RESOURCE_EXHAUSTED` / 413, not retried; 0 = unbounded",
     )
     max_attributes_per_record: int = option(
-        1024, check=Positive(allow_zero=True), doc="attributes per record and per resource; 0 = unbounded"
+        1024, check=Positive(allow_zero=True),
+        doc="attributes per record, per resource and per scope; more: `RESOURCE_EXHAUSTED` / 413; 0 = unbounded",
+    )
+    max_attribute_key_bytes: int = option(
+        1024, check=Positive(allow_zero=True),
+        doc="UTF-8 bytes of an attribute key (record, resource, scope); longer: `INVALID_ARGUMENT` / 400; "
+        "0 = unbounded",
+    )
+    max_attribute_value_bytes: int = option(
+        1024 * 1024, check=Positive(allow_zero=True),
+        doc="bytes of an attribute value (string: UTF-8; array / kvlist: encoded total, nested included); "
+        "larger: `INVALID_ARGUMENT` / 400; 0 = unbounded",
     )
 
     def validate(self, path: str) -> None:
