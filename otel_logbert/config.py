@@ -196,7 +196,9 @@ class TlsClientConfig(Section):
     """A client's TLS, as the Collector's configtls client settings (docs/security.md)."""
 
     ca_file: str | None = option(None, doc="PEM CA(s) the server is verified against; null: the system's")
-    cert_file: str | None = option(None, doc="client certificate (mTLS)")
+    cert_file: str | None = option(
+        None, doc="client certificate (mTLS); rotated files are picked up without a restart (security.md)"
+    )
     key_file: str | None = option(None, doc="private key of `cert_file`")
     server_name_override: str | None = option(None, doc="name the server's certificate is checked against")
     insecure: bool = option(False, doc="true: plaintext, no TLS (refused with `https://` or any file)")
