@@ -18,12 +18,15 @@ Layout (file names are constants below):
                        ``score`` float32 [batch] and ``evidence`` float32 [batch, seq] (1 = unexpected)
 
 Loading reads JSON and ONNX/safetensors only; nothing is ever unpickled. A bundle whose format version
-differs from ``FORMAT_VERSION`` is refused with a ``BundleError``.
+differs from ``FORMAT_VERSION`` is refused with a ``BundleError``. A bundle may come from an untrusted
+place: every file is read through ``safe_files`` (it must resolve inside the bundle directory, be a
+regular file, JSON parts at most ``MAX_JSON_BYTES``, ``model.onnx`` at most ``MAX_MODEL_BYTES``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ from typing import Any
 from otel_logbert import __version__
 from otel_logbert.errors import BundleError
 from otel_logbert.parsing.vocabulary import Vocabulary
+from otel_logbert.safe_files import MAX_MODEL_BYTES, checked_file, read_json
 
 FORMAT_NAME = "otel-logbert-bundle"
 FORMAT_VERSION = 1
@@ -85,12 +89,19 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def _read_json(path: Path) -> Any:
+    """The JSON in bundle file ``path`` (checked by ``safe_files.read_json`` against its directory)."""
     try:
-        return json.loads(path.read_text())
+        return read_json(path.parent, path.name)
     except FileNotFoundError:
         raise BundleError(f"{path}: missing bundle file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _optional_json(path: Path) -> Any:
+    """Like ``_read_json``, None when the file does not exist."""
+    try:
+        return read_json(path.parent, path.name)
+    except FileNotFoundError:
+        return None
 
 
 def save_bundle(bundle: Bundle) -> None:
@@ -150,10 +161,21 @@ def load_bundle(path: str | Path, *, require_onnx: bool = False) -> Bundle:
         config=config,
         vocab=vocab,
         threshold=threshold,
-        metadata=_read_json(root / METADATA_FILE) if (root / METADATA_FILE).exists() else {},
-        center=_read_json(root / CENTER_FILE) if (root / CENTER_FILE).exists() else None,
-        drain_state=_read_json(root / DRAIN_FILE) if (root / DRAIN_FILE).exists() else None,
+        metadata=_optional_json(root / METADATA_FILE) or {},
+        center=_optional_json(root / CENTER_FILE),
+        drain_state=_optional_json(root / DRAIN_FILE),
     )
-    if require_onnx and not bundle.onnx_path.exists():
-        raise BundleError(f"{bundle.onnx_path}: missing; run `otel-logbert export --bundle {root}`")
+    if require_onnx or os.path.lexists(bundle.onnx_path):
+        model_file(bundle, ONNX_FILE)
     return bundle
+
+
+def model_file(bundle: Bundle, name: str) -> Path:
+    """The real path of the bundle's binary part ``name`` (``model.onnx``, ``weights.safetensors``),
+    checked like every bundle file (inside the bundle, regular, at most ``MAX_MODEL_BYTES``). Raises
+    ``BundleError`` when missing or refused."""
+    try:
+        return checked_file(bundle.path, name, limit=MAX_MODEL_BYTES)
+    except FileNotFoundError:
+        hint = f"; run `otel-logbert export --bundle {bundle.path}`" if name == ONNX_FILE else ""
+        raise BundleError(f"{bundle.path / name}: missing{hint}") from None

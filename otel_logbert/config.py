@@ -196,7 +196,9 @@ class TlsClientConfig(Section):
     """A client's TLS, as the Collector's configtls client settings (docs/security.md)."""
 
     ca_file: str | None = option(None, doc="PEM CA(s) the server is verified against; null: the system's")
-    cert_file: str | None = option(None, doc="client certificate (mTLS)")
+    cert_file: str | None = option(
+        None, doc="client certificate (mTLS); rotated files are picked up without a restart (security.md)"
+    )
     key_file: str | None = option(None, doc="private key of `cert_file`")
     server_name_override: str | None = option(None, doc="name the server's certificate is checked against")
     insecure: bool = option(False, doc="true: plaintext, no TLS (refused with `https://` or any file)")
@@ -304,7 +306,18 @@ class ReceiversConfig(Section):
         doc="log records per request; more: `RESOURCE_EXHAUSTED` / 413, not retried; 0 = unbounded",
     )
     max_attributes_per_record: int = option(
-        1024, check=Positive(allow_zero=True), doc="attributes per record and per resource; 0 = unbounded"
+        1024, check=Positive(allow_zero=True),
+        doc="attributes per record, per resource and per scope; more: `RESOURCE_EXHAUSTED` / 413; 0 = unbounded",
+    )
+    max_attribute_key_bytes: int = option(
+        1024, check=Positive(allow_zero=True),
+        doc="UTF-8 bytes of an attribute key (record, resource, scope); longer: `INVALID_ARGUMENT` / 400; "
+        "0 = unbounded",
+    )
+    max_attribute_value_bytes: int = option(
+        1024 * 1024, check=Positive(allow_zero=True),
+        doc="bytes of an attribute value (string: UTF-8; array / kvlist: encoded total, nested included); "
+        "larger: `INVALID_ARGUMENT` / 400; 0 = unbounded",
     )
 
     def validate(self, path: str) -> None:
@@ -401,7 +414,8 @@ class ParsingConfig(Section):
         factory=list, doc='extra masking rules: `[{regex: "...", mask_with: "ID"}]`'
     )
     state_file: str | None = option(
-        None, doc="Drain3 state (JSON) persisted here, and loaded at start when it exists"
+        None, doc="Drain3 state (JSON) persisted here, and loaded at start when it exists (a regular file "
+        "in this folder, no symlink out of it, at most 64 MiB; see security.md)"
     )
     state_save_interval_s: float = option(60.0, check=Positive(), doc="how often the parser state is saved")
     max_line_chars: int = option(
@@ -499,7 +513,8 @@ class ScoringConfig(Section):
     bundle: str | None = option(
         None,
         example="/models/hdfs-fastlogad",
-        doc="bundle directory; required unless learn-only (`learn.enabled: true`, `learn.score: false`)",
+        doc="bundle directory; required unless learn-only (`learn.enabled: true`, `learn.score: false`). "
+        "Its files must resolve inside it; JSON at most 64 MiB, model.onnx at most 2 GiB (security.md)",
     )
     routes: dict[str, str] = option(factory=dict, doc="`service.name` -> bundle directory (others use `bundle`)")
     threshold: str = option(

@@ -123,12 +123,18 @@ class LogsExporter(ABC):
         """Release connections; idempotent."""
 
 
+RETIRED_CHANNEL_GRACE_S = 30.0
+"""How long a channel replaced after a client certificate rotation keeps its calls in flight."""
+
+
 class GrpcLogsExporter(LogsExporter):
     """OTLP/gRPC. ``tls`` (``forward.tls``) decides TLS and its files; without it, ``https://`` means
     TLS with the system roots. ``max_reconnect_backoff_s`` caps gRPC's own reconnect backoff (120 s
     by default, growing while the downstream is down), so a downstream that comes back is reached
     within the forwarder's retry delay (``forward.retry.max_backoff_s``) rather than minutes later:
-    while the channel waits to reconnect every attempt fails at once."""
+    while the channel waits to reconnect every attempt fails at once. When ``tls``'s files rotate
+    (``ClientTls.refresh``, checked before each export), the next export opens a new channel with
+    them; the old one closes once its calls are done (at most ``RETIRED_CHANNEL_GRACE_S``)."""
 
     def __init__(
         self,
@@ -146,8 +152,15 @@ class GrpcLogsExporter(LogsExporter):
         self.max_reconnect_backoff_s = max_reconnect_backoff_s
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.UnaryUnaryMultiCallable | None = None
+        self._generation = 0  # of ``tls`` when the channel was built
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def _stub(self) -> grpc.aio.UnaryUnaryMultiCallable:
+        tls = self._tls
+        if tls is not None:
+            tls.refresh()
+            if self._call is not None and self._generation != tls.generation:
+                self._retire_channel()
         if self._call is None:
             options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
             if self.max_reconnect_backoff_s is not None:
@@ -163,7 +176,16 @@ class GrpcLogsExporter(LogsExporter):
                 self._channel = grpc.aio.insecure_channel(self.target, options=options)
             # Bytes in, bytes out: the request is already serialized.
             self._call = self._channel.unary_unary(LOGS_EXPORT_METHOD)
+            self._generation = self._tls.generation if self._tls is not None else 0
         return self._call
+
+    def _retire_channel(self) -> None:
+        """Drop the channel (built with older TLS files); it closes in the background."""
+        channel, self._channel, self._call = self._channel, None, None
+        if channel is not None:
+            task = asyncio.get_running_loop().create_task(channel.close(grace=RETIRED_CHANNEL_GRACE_S))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def export(self, body: bytes, timeout_s: float) -> ExportOutcome:
         try:
@@ -186,11 +208,14 @@ class GrpcLogsExporter(LogsExporter):
         if self._channel is not None:
             await self._channel.close()
             self._channel = self._call = None
+        await asyncio.gather(*self._retiring, return_exceptions=True)  # calls still in flight on them
 
 
 class HttpLogsExporter(LogsExporter):
     """OTLP/HTTP protobuf: ``POST <endpoint>/v1/logs``; ``tls`` (``forward.tls``): CA, client
-    certificate and server name for an ``https://`` endpoint."""
+    certificate and server name for an ``https://`` endpoint. Rotated files (``ClientTls.refresh``,
+    checked before each export) give a new SSL context: new connections use them (aiohttp pools
+    connections per context, so none made with the old files is reused)."""
 
     def __init__(
         self,
@@ -199,6 +224,7 @@ class HttpLogsExporter(LogsExporter):
         gzip_: bool = False,
         tls: ClientTls | None = None,
     ) -> None:
+        self._tls = tls
         self._ssl = tls.ssl_context() if tls is not None else None
         self._server_hostname = tls.server_name if tls is not None and tls.enabled else None
         self.url = http_url(endpoint, "/v1/logs", tls=self._ssl is not None)
@@ -216,6 +242,8 @@ class HttpLogsExporter(LogsExporter):
         payload = gzip.compress(body, compresslevel=1) if self.gzip else body
         try:
             extra = {}
+            if self._tls is not None and self._tls.refresh():
+                self._ssl = self._tls.ssl_context()
             if self._ssl is not None:
                 extra["ssl"] = self._ssl
                 if self._server_hostname:

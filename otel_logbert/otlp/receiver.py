@@ -55,7 +55,7 @@ from otel_logbert.otlp.codec import (
 )
 from otel_logbert.otlp.http_server import BoundedServer
 from otel_logbert.otlp.inflate import BadEncoding, TooLarge, UnsupportedEncoding, read_body
-from otel_logbert.otlp.limits import LimitExceeded, RequestLimits
+from otel_logbert.otlp.limits import AttributeTooLarge, LimitExceeded, RequestLimits
 from otel_logbert.otlp.retry import retry_info_trailer
 from otel_logbert.otlp.telemetry import Metrics
 from otel_logbert.otlp.tls import ServerTls
@@ -209,6 +209,8 @@ class GrpcReceiver(Receiver):
         del body
         try:
             self.limits.check(request)
+        except AttributeTooLarge as exc:
+            return self._fail(context, "limits", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except LimitExceeded as exc:
             return self._fail(context, "limits", grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         try:
@@ -346,6 +348,8 @@ class HttpReceiver(Receiver):
         del body
         try:
             self.limits.check(decoded)
+        except AttributeTooLarge as exc:
+            return self._error(400, str(exc), content_type, "limits")
         except LimitExceeded as exc:
             return self._error(413, str(exc), content_type, "limits")
         try:

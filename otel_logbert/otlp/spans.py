@@ -175,7 +175,19 @@ def build_span_exporter(
     endpoint: str, protocol: str, timeout_s: float, headers: dict[str, str], tls: ClientTls | None = None
 ) -> SpanExporter:
     """opentelemetry-sdk's OTLP span exporter for ``endpoint`` (``http(s)://host:port`` or ``host:port``)
-    with ``tls`` (``otlp.tls.sdk_exporter_options``). Raises ``UserError``."""
+    with ``tls`` (``otlp.tls.sdk_exporter_options``), rebuilt when its files rotate
+    (``otlp.reloading``). Raises ``UserError``."""
+    from otel_logbert.otlp.reloading import ReloadingSpanExporter, follows_rotation
+
+    if follows_rotation(tls):
+        assert tls is not None  # the first exporter is built here: a UserError is raised now
+        return ReloadingSpanExporter(lambda: _span_exporter(endpoint, protocol, timeout_s, headers, tls), tls)
+    return _span_exporter(endpoint, protocol, timeout_s, headers, tls)
+
+
+def _span_exporter(
+    endpoint: str, protocol: str, timeout_s: float, headers: dict[str, str], tls: ClientTls | None
+) -> SpanExporter:
     options = sdk_exporter_options(tls, endpoint, protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter

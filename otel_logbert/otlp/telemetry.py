@@ -103,7 +103,19 @@ def build_metric_exporter(
 ) -> MetricExporter:
     """opentelemetry-sdk's OTLP metric exporter for ``endpoint`` (``http(s)://host:port`` or
     ``host:port``): gRPC ``MetricsService/Export``, or for ``protocol == "http"`` protobuf posted to
-    ``<endpoint>/v1/metrics``; TLS from ``tls`` (``otlp.tls.sdk_exporter_options``)."""
+    ``<endpoint>/v1/metrics``; TLS from ``tls`` (``otlp.tls.sdk_exporter_options``), rebuilt when its
+    files rotate (``otlp.reloading``)."""
+    from otel_logbert.otlp.reloading import ReloadingMetricExporter, follows_rotation
+
+    if follows_rotation(tls):
+        assert tls is not None  # the first exporter is built here: a UserError is raised now
+        return ReloadingMetricExporter(lambda: _metric_exporter(endpoint, protocol, timeout_s, headers, tls), tls)
+    return _metric_exporter(endpoint, protocol, timeout_s, headers, tls)
+
+
+def _metric_exporter(
+    endpoint: str, protocol: str, timeout_s: float, headers: dict[str, str], tls: ClientTls | None
+) -> MetricExporter:
     options = sdk_exporter_options(tls, endpoint, protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter

@@ -17,13 +17,19 @@ certificate while the pair is half written) keeps the previous files and is logg
 Clients (``ClientTls``: forwarder, span and metrics exporters, Triton): TLS for an ``https://``
 endpoint or when ``ca_file``/``cert_file`` is set, unless ``insecure``; ``ca_file`` replaces the
 system roots; ``cert_file`` + ``key_file`` is the client certificate; ``server_name_override`` the
-name the server's certificate must carry. Client files are read once, when the client is built.
+name the server's certificate must carry. Client files are watched too (``ClientTls.refresh``: their
+status is compared at most every ``CLIENT_CHECK_INTERVAL_S``, from the client's own calls); changed
+files are loaded, ``generation`` moves on and the client rebuilds its channel or session with them, so
+a rotated client certificate or CA is used without a restart. Files that do not load keep the previous
+ones (logged once per change).
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,9 @@ log = logging.getLogger(__name__)
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 Signature = tuple[tuple[int, int, int] | None, ...]
+
+CLIENT_CHECK_INTERVAL_S = 1.0
+"""How often, at most, a client compares its TLS files' status with what it loaded."""
 
 
 class WatchedFiles:
@@ -175,25 +184,57 @@ class ClientTls:
     """TLS settings of one client of ``endpoint`` (``where``: the config path, for messages).
 
     ``enabled`` says whether the client speaks TLS. Raises ``UserError`` when a file does not load.
+    ``refresh()`` reloads changed files (thread-safe); ``generation`` counts the loads after the first,
+    so a client that built its channel at generation ``g`` rebuilds it once ``generation != g``.
     """
 
-    def __init__(self, config: TlsClientConfig, endpoint: str, where: str) -> None:
+    def __init__(self, config: TlsClientConfig, endpoint: str, where: str,
+                 check_interval_s: float = CLIENT_CHECK_INTERVAL_S) -> None:
         self.config = config
         self.where = where
         self.enabled = not config.insecure and (
             endpoint.startswith("https://") or bool(config.ca_file or config.cert_file)
         )
         self.server_name = config.server_name_override
-        self._pem = WatchedFiles(
+        self.check_interval_s = check_interval_s
+        self.generation = 0
+        self._files = WatchedFiles(
             where, {"ca_file": config.ca_file, "cert_file": config.cert_file, "key_file": config.key_file}
-        ).read() if self.enabled else {}
+        )
+        self._pem: dict[str, bytes] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+        self._next_check = 0.0
         if self.enabled:
-            self._ssl = self._ssl_context()  # validates the files now
+            self._load()  # validates the files now
 
     @property
     def ca_file(self) -> str | None:
         return self.config.ca_file
+
+    def refresh(self) -> bool:
+        """Reload the files when they changed (checked at most every ``check_interval_s``); whether a
+        new set was loaded. Never raises: files that do not load keep the previous ones."""
+        if not self.enabled or not self._files.files:
+            return False
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_check:
+                return False
+            self._next_check = now + self.check_interval_s
+            if not self._files.changed():
+                return False
+            try:
+                self._load()
+            except UserError as exc:
+                log.warning("client TLS files changed but do not load; keeping the previous ones",
+                            extra={"where": self.where, "error": str(exc)})
+                self._files.loaded = self._files.signature()  # not again until they change
+                return False
+            self.generation += 1
+        path = self.config.cert_file or self.config.ca_file
+        log.info(f"client certificate reloaded: {path}", extra={"where": self.where, "path": str(path)})
+        return True
 
     def grpc_credentials(self) -> grpc.ChannelCredentials:
         pem = self._pem
@@ -208,18 +249,23 @@ class ClientTls:
         return [("grpc.ssl_target_name_override", self.server_name)] if self.enabled and self.server_name else []
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """For HTTP clients (aiohttp): the context, or None without TLS."""
+        """For HTTP clients (aiohttp): the context of the latest files, or None without TLS."""
         return self._ssl
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    def _load(self) -> None:
+        """Read the PEM files and build the SSL context from them as they are now. Raises ``UserError``."""
+        signature = self._files.signature()
+        pem = self._files.read()
         config = self.config
         try:
-            context = ssl.create_default_context(cafile=config.ca_file)
+            context = ssl.create_default_context(cadata=pem["ca_file"].decode("ascii", "replace")
+                                                 if "ca_file" in pem else None)
             if config.cert_file and config.key_file:
                 context.load_cert_chain(config.cert_file, config.key_file)
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, ssl.SSLError, ValueError) as exc:
             raise UserError(f"{self.where}: cannot load the TLS files ({_reason(exc)})") from None
-        return context
+        self._pem, self._ssl = pem, context
+        self._files.loaded = signature
 
 
 def _reason(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from drain3.drain import Drain, LogCluster, Node
@@ -272,9 +273,12 @@ class LogParser:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], max_clusters: int = 0) -> LogParser:
-        """Read a state written by ``save``. Raises ``OSError`` or ``ValueError``."""
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(json.load(f), max_clusters=max_clusters)
+        """Read a state written by ``save``. Raises ``OSError`` or ``ValueError`` (also for a file that
+        leaves its directory through a symlink, is not a regular file or is over ``MAX_JSON_BYTES``)."""
+        from otel_logbert.safe_files import read_json
+
+        target = Path(path)
+        return cls.from_json(read_json(target.parent, target.name, error=ValueError), max_clusters=max_clusters)
 
 
 def _node_to_json(node: Node) -> dict[str, Any]:

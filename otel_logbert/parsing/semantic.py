@@ -265,14 +265,16 @@ def save_index(bundle_dir: str | Path, index: TemplateIndex) -> Path:
 
 def load_index(bundle_dir: str | Path) -> TemplateIndex | None:
     """The bundle's ``semantic.json``, or None when it has none. Raises ``BundleError`` when it is broken."""
-    import json
+    from otel_logbert.safe_files import read_json
 
     path = Path(bundle_dir) / SEMANTIC_FILE
-    if not path.exists():
+    try:
+        data = read_json(bundle_dir, SEMANTIC_FILE)  # inside the bundle, regular, bounded, JSON
+    except FileNotFoundError:
         return None
     try:
-        return TemplateIndex.from_json(json.loads(path.read_text()))
-    except (ValueError, UnicodeDecodeError) as exc:
+        return TemplateIndex.from_json(data)
+    except (ValueError, TypeError, KeyError) as exc:
         raise BundleError(f"{path}: {exc}") from None
 
 

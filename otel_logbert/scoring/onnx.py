@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from otel_logbert.bundle import Bundle
+from otel_logbert.bundle import ONNX_FILE, Bundle, model_file
 from otel_logbert.errors import BundleError
 from otel_logbert.scoring.base import Scorer, ScoringError, SessionScore
 from otel_logbert.scoring.batching import score_sessions
@@ -20,8 +20,7 @@ class OnnxScorer(Scorer):
     def __init__(self, bundle: Bundle, *, batch_size: int = DEFAULT_BATCH_SIZE, threads: int = 0) -> None:
         import onnxruntime as ort
 
-        if not bundle.onnx_path.exists():
-            raise BundleError(f"{bundle.onnx_path}: missing; run `otel-logbert export --bundle {bundle.path}`")
+        model_path = model_file(bundle, ONNX_FILE)  # inside the bundle, regular, bounded
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -29,7 +28,7 @@ class OnnxScorer(Scorer):
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(
-                str(bundle.onnx_path), options, providers=["CPUExecutionProvider"]
+                str(model_path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BundleError(f"{bundle.onnx_path}: ONNX Runtime cannot load it ({exc})") from None

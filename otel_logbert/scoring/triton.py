@@ -166,12 +166,18 @@ class TritonScorer(Scorer):
         failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
         reset_timeout_s: float = DEFAULT_RESET_TIMEOUT_S,
         client_options: dict[str, Any] | None = None,
+        tls: Any = None,
     ) -> None:
         import tritonclient.grpc  # noqa: F401 - fail here, with ImportError, when the client is missing
 
         self.bundle = bundle
         self.url = url
-        self.client_options = client_options or {}  # TLS: ssl, creds, channel_args (``tls_client_options``)
+        # TLS: ssl, creds, channel_args (``tls_client_options``); with ``tls`` (an ``otlp.tls.ClientTls``)
+        # they come from its files, and a new client is made when they rotate (``ClientTls.refresh``).
+        self._tls = tls
+        self.client_options = tls_client_options(tls) if tls is not None else client_options or {}
+        self._tls_generation = tls.generation if tls is not None else 0
+        self._retired: list[Any] = []  # clients made with older TLS files, closed by ``close``
         self.triton_model_name = triton_model_name or default_model_name(bundle)
         self.model_name = bundle.model
         self.model_version = bundle.model_version
@@ -318,7 +324,17 @@ class TritonScorer(Scorer):
     # --- clients ---------------------------------------------------------------------------------
 
     def _get_client(self) -> Any:
+        tls = self._tls
+        if tls is not None:
+            tls.refresh()
         with self._lock:
+            if tls is not None and self._tls_generation != tls.generation:
+                # Calls in flight on other threads keep the old client; it is closed with this scorer.
+                if self._client is not None:
+                    self._retired.append(self._client)
+                self._client = None
+                self.client_options = tls_client_options(tls)
+                self._tls_generation = tls.generation
             if self._client is None:
                 import tritonclient.grpc as grpcclient
 
@@ -329,8 +345,10 @@ class TritonScorer(Scorer):
         """Close the client (idempotent)."""
         with self._lock:
             client, self._client = self._client, None
-        if client is not None:
-            client.close()
+            retired, self._retired = self._retired, []
+        for old in (*retired, client):
+            if old is not None:
+                old.close()
 
 
 # --- request and response tensors --------------------------------------------------------------

@@ -228,7 +228,8 @@ class Sidecar:
     async def _start_receivers(self) -> None:
         receivers = self.config.receivers
         auth = BearerToken.from_config(receivers.auth)
-        limits = RequestLimits(receivers.max_records_per_request, receivers.max_attributes_per_record)
+        limits = RequestLimits(receivers.max_records_per_request, receivers.max_attributes_per_record,
+                               receivers.max_attribute_key_bytes, receivers.max_attribute_value_bytes)
         if receivers.grpc.endpoint:
             self.grpc = GrpcReceiver(self.pipeline, receivers.grpc, self.metrics, auth=auth, limits=limits)
             await _listen(self.grpc.start)

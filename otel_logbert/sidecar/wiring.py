@@ -251,7 +251,7 @@ def _backend(config: SidecarConfig, bundle: Bundle) -> Scorer:
         from otel_logbert.scoring.onnx import OnnxScorer
 
         return OnnxScorer(bundle, batch_size=scoring.batch_size, threads=scoring.threads)
-    from otel_logbert.scoring.triton import TritonScorer, tls_client_options
+    from otel_logbert.scoring.triton import TritonScorer
 
     tls = ClientTls(scoring.triton.tls, scoring.triton.url, "scoring.triton.tls")
     try:  # the scorer imports tritonclient when built, so a missing client surfaces here
@@ -260,7 +260,7 @@ def _backend(config: SidecarConfig, bundle: Bundle) -> Scorer:
             url=scoring.triton.url,
             triton_model_name=scoring.triton.model_name,
             timeout_s=scoring.triton.timeout_s,
-            client_options=tls_client_options(tls),
+            tls=tls,
         )
     except ImportError as exc:
         missing = exc.name or "tritonclient"

@@ -26,6 +26,7 @@ import numpy as np
 
 from otel_logbert.errors import BundleError
 from otel_logbert.parsing.vocabulary import FIRST_KEY_ID, UNK_ID, Vocabulary
+from otel_logbert.safe_files import read_json
 
 BASELINES_FILE = "baselines.json"
 NEW_EVENT = "new-event"
@@ -120,12 +121,12 @@ def save_baselines(bundle_dir: str | Path, data: Mapping[str, Any]) -> Path:
 def load_baselines(bundle_dir: str | Path) -> dict[str, Any] | None:
     """The bundle's ``baselines.json``, or None when it has none. Raises ``BundleError`` when unreadable."""
     path = Path(bundle_dir) / BASELINES_FILE
-    if not path.exists():
-        return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+        data = read_json(bundle_dir, BASELINES_FILE)  # inside the bundle, regular, bounded, JSON
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read ({exc.strerror})") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object")
     return data

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +27,9 @@ from typing import Any
 
 import torch
 
-from otel_logbert.errors import InputError
+from otel_logbert.errors import InputError, UserError
 from otel_logbert.parsing.vocabulary import PAD_ID, Vocabulary
+from otel_logbert.safe_files import read_json
 from otel_logbert.scoring.batching import chunk
 
 
@@ -92,12 +92,12 @@ def _learned_parser_state(path: Path) -> dict[str, Any] | None:
     from otel_logbert.sessions.learn import parser_state_path
 
     state_path = parser_state_path(path)
-    if not state_path.exists():
+    try:  # beside ``path``, regular, bounded, JSON (``safe_files``)
+        state = read_json(state_path.parent, state_path.name, error=UserError)
+    except FileNotFoundError:
         return None
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(state_path, f"cannot read the parser state ({exc})") from None
+    except OSError as exc:
+        raise InputError(state_path, f"cannot read the parser state ({exc.strerror})") from None
     if not isinstance(state, dict):
         raise InputError(state_path, "parser state is not a JSON object")
     return state

@@ -367,10 +367,9 @@ def load_model(bundle: bundle_io.Bundle) -> nn.Module:
     """Rebuild the PyTorch model of a bundle from config.json + weights.safetensors (no pickle)."""
     values = {k: v for k, v in bundle.config.items() if k != "model"}
     model = build_model(bundle.model, make_config(bundle.model, values))
-    if not bundle.weights_path.exists():
-        raise BundleError(f"{bundle.weights_path}: missing bundle file")
+    weights = bundle_io.model_file(bundle, bundle_io.WEIGHTS_FILE)  # inside the bundle, regular, bounded
     try:
-        state = load_file(str(bundle.weights_path))
+        state = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error types
         raise BundleError(f"{bundle.weights_path}: cannot read weights ({exc})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -195,6 +195,124 @@ def test_records_and_attributes_per_request_are_bounded(otlp_sink: OtlpSink, rul
                             reason="limits") == 2
 
 
+def _attribute_request(where: str, key: str = "k", value: Any = "v") -> Any:
+    """A one-record request whose ``where`` (record, resource or scope) carries attribute ``key``:
+    ``value`` (a str, bytes, or a list of str made an array value)."""
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+    out = logs_service_pb2.ExportLogsServiceRequest()
+    rl = out.resource_logs.add()
+    rl.resource.attributes.add(key="service.name").value.string_value = "shop"
+    sl = rl.scope_logs.add()
+    record = sl.log_records.add()
+    record.body.string_value = "user 42 logged in from 10.1.2.3"
+    owner = {"record": record, "resource": rl.resource, "scope": sl.scope}[where]
+    kv = owner.attributes.add(key=key)
+    if isinstance(value, bytes):
+        kv.value.bytes_value = value
+    elif isinstance(value, list):
+        for item in value:
+            kv.value.array_value.values.add().string_value = item
+    else:
+        kv.value.string_value = value
+    return out
+
+
+def test_attribute_key_and_value_sizes_are_bounded_in_code() -> None:
+    from otel_logbert.otlp.limits import AttributeTooLarge, LimitExceeded, RequestLimits
+
+    limits = RequestLimits(max_attributes=3, max_key_bytes=16, max_value_bytes=64)
+    assert limits.check(_attribute_request("record", "k" * 16, "v" * 64)) == 1  # at the bounds: fine
+    assert limits.check(_attribute_request("record", "é" * 8, "ü" * 32)) == 1  # bytes, not characters
+    cases = [
+        ("record", "k" * 17, "v", "resource_logs[0].scope_logs[0].log_records[0]: attribute key 'kkkkk",
+         "is 17 bytes, more than the 16 allowed (receivers.max_attribute_key_bytes)"),
+        ("resource", "é" * 9, "v", "resource_logs[0].resource: attribute key", "is 18 bytes"),
+        ("scope", "k", "v" * 65, "resource_logs[0].scope_logs[0].scope: value of attribute 'k' is 65 bytes",
+         "(receivers.max_attribute_value_bytes)"),
+        ("record", "k", b"\0" * 65, "log_records[0]: value of attribute 'k' is 65 bytes", ""),
+        ("record", "k", ["x" * 20] * 3, "log_records[0]: value of attribute 'k' is 74 bytes", ""),  # encoded total
+    ]
+    for where, key, value, head, tail in cases:
+        with pytest.raises(AttributeTooLarge) as exc:
+            limits.check(_attribute_request(where, key, value))
+        assert head in str(exc.value) and tail in str(exc.value), str(exc.value)
+        assert "\n" not in str(exc.value)
+    with pytest.raises(AttributeTooLarge) as exc:  # a huge key is quoted cut short
+        RequestLimits(max_key_bytes=16).check(_attribute_request("record", "k" * 10_000))
+    assert "... (10000 characters)" in str(exc.value) and len(str(exc.value)) < 300
+    wide_scope = _attribute_request("scope")
+    for i in range(3):
+        wide_scope.resource_logs[0].scope_logs[0].scope.attributes.add(key=f"s{i}")
+    with pytest.raises(LimitExceeded, match=r"a scope has 4 attributes, more than the 3 allowed"):
+        limits.check(wide_scope)
+    assert RequestLimits().check(_attribute_request("record", "k" * 5000, "v" * 100_000)) == 1  # 0 = off
+
+
+def test_attribute_size_check_looks_only_into_large_parts() -> None:
+    """The fast path: a resource or record encoded in fewer bytes than the smaller bound is not looked
+    into; 10,000 small records cost well under a millisecond each."""
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+    from otel_logbert.otlp.limits import RequestLimits
+
+    limits = RequestLimits(max_records=100_000, max_attributes=1024, max_key_bytes=1024,
+                           max_value_bytes=1 << 20)
+    big = logs_service_pb2.ExportLogsServiceRequest()
+    records = big.resource_logs.add().scope_logs.add().log_records
+    for i in range(10_000):
+        record = records.add()
+        record.body.string_value = f"user {i} logged in"
+        record.attributes.add(key="http.route").value.string_value = "/cart"
+    started = time.perf_counter()
+    assert limits.check(big) == 10_000
+    assert time.perf_counter() - started < 0.5
+
+
+def test_attribute_sizes_are_refused_as_invalid_on_both_receivers(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle, receivers={
+        "grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"},
+        "max_attribute_key_bytes": 32, "max_attribute_value_bytes": 4096})
+    long_key = _attribute_request("record", "k" * 33).SerializeToString()
+    big_value = _attribute_request("resource", "blob", "v" * 5000).SerializeToString()
+    nested = _attribute_request("scope", "list", ["x" * 1000] * 5)
+    nested_json = json.dumps({"resourceLogs": [{"scopeLogs": [{
+        "scope": {"attributes": [{"key": "list", "value": {"arrayValue": {"values": [
+            {"stringValue": "x" * 1000}] * 5}}}]},
+        "logRecords": [{"body": {"stringValue": "user 42 logged in"}}]}]}]}).encode()
+
+    async def scenario(sidecar: Any) -> dict[str, Any]:
+        return {
+            "http_key": await http_post(sidecar, long_key, PROTOBUF),
+            "grpc_key": await grpc_export(sidecar, long_key),
+            "http_value": await http_post(sidecar, big_value, PROTOBUF),
+            "grpc_nested": await grpc_export(sidecar, nested.SerializeToString()),
+            "http_json_nested": await http_post(sidecar, nested_json, "application/json"),
+            "fine": await http_post(sidecar, _attribute_request("record", "k" * 32, "v" * 4000).SerializeToString(),
+                                    PROTOBUF),
+            "healthy": await healthy(sidecar),
+            "metrics": sidecar.metrics.prometheus_text().decode(),
+        }
+
+    out = run(config, scenario)
+    assert out["http_key"][0] == 400
+    assert (b"resource_logs[0].scope_logs[0].log_records[0]: attribute key 'kkk" in out["http_key"][1]
+            and b"(receivers.max_attribute_key_bytes)" in out["http_key"][1])
+    code, message, _ = out["grpc_key"]
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "is 33 bytes, more than the 32 allowed" in message
+    assert out["http_value"][0] == 400
+    assert b"resource_logs[0].resource: value of attribute 'blob'" in out["http_value"][1]
+    code, message, _ = out["grpc_nested"]
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "scope_logs[0].scope: value of attribute 'list'" in message and "max_attribute_value_bytes" in message
+    assert out["http_json_nested"][0] == 400, out["http_json_nested"]
+    assert b"value of attribute 'list'" in out["http_json_nested"][1]
+    assert out["fine"][0] == 200
+    assert out["healthy"] == HEALTHY
+    assert prometheus_value(out["metrics"], "otel_logbert_requests_refused_total", protocol="http",
+                            reason="limits") == 3
+
+
 def test_drain_cluster_count_is_capped_lru() -> None:
     parser = LogParser(max_clusters=3)
     keys = {}

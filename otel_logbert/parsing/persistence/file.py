@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from otel_logbert.parsing.persistence.base import PersistenceHandler
+from otel_logbert.safe_files import read_bytes
 
 
 class FilePersistence(PersistenceHandler):
@@ -31,8 +32,8 @@ class FilePersistence(PersistenceHandler):
             raise
 
     def load_state(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
+        try:  # beside its directory, regular, bounded (``safe_files``)
+            return read_bytes(self.path.parent, self.path.name, error=OSError)
         except FileNotFoundError:
             return None
 
