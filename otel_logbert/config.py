@@ -574,6 +574,7 @@ class TelemetryConfig(Section):
     endpoint: str | None = option(
         "0.0.0.0:13133", check=HostPort(), doc="`GET /healthz`, `/readyz`, `/metrics` (Prometheus); null disables"
     )
+    tls: TlsServerConfig = section(TlsServerConfig, "TLS of the telemetry port (probes and scrapers then use HTTPS)")
     otlp_metrics: OtlpMetricsConfig = section(OtlpMetricsConfig, "periodic OTLP metrics export")
     log_format: str = option("json", check=OneOf(("json", "text")), doc="of the sidecar's own logs (stderr)")
 

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from otel_logbert import __version__
 from otel_logbert.otlp.endpoints import grpc_target, http_url
 from otel_logbert.otlp.instruments import METRICS
-from otel_logbert.otlp.tls import ClientTls, sdk_exporter_options
+from otel_logbert.otlp.tls import ClientTls, ServerTls, sdk_exporter_options
 
 if TYPE_CHECKING:
     from otel_logbert.config import SidecarConfig
@@ -136,9 +136,11 @@ def _metric_exporter(
 class TelemetryServer:
     """``/healthz``, ``/readyz``, ``/metrics`` on ``telemetry.endpoint``."""
 
-    def __init__(self, metrics: Metrics, ready: Callable[[], tuple[bool, str]]) -> None:
+    def __init__(self, metrics: Metrics, ready: Callable[[], tuple[bool, str]], tls: ServerTls | None = None) -> None:
+        """``tls``: serve HTTPS with these files (reloaded on change, as on the receivers)."""
         self.metrics = metrics
         self.ready = ready
+        self.tls = tls
         self.port = 0  # the bound port once started
         self._runner: web.AppRunner | None = None
 
@@ -149,7 +151,8 @@ class TelemetryServer:
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        ssl_context = self.tls.ssl_context() if self.tls is not None else None
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port

@@ -29,6 +29,7 @@ from otel_logbert.otlp.forwarder import LogsExporter
 from otel_logbert.otlp.limits import RequestLimits
 from otel_logbert.otlp.receiver import GrpcReceiver, HttpReceiver, split_endpoint
 from otel_logbert.otlp.telemetry import TelemetryServer
+from otel_logbert.otlp.tls import ServerTls
 from otel_logbert.sidecar.lanes import Router
 from otel_logbert.sidecar.wal import Backlog
 from otel_logbert.sidecar.wiring import build_pipeline
@@ -93,6 +94,8 @@ class Sidecar:
             out["grpc"] = self.grpc.port
         if self.http is not None:
             out["http"] = self.http.port
+        if self.telemetry is not None:
+            out["telemetry"] = self.telemetry.port
         return out
 
     async def start(self) -> None:
@@ -216,7 +219,8 @@ class Sidecar:
     async def _start_telemetry(self) -> None:
         config = self.config
         if config.telemetry.endpoint:
-            self.telemetry = TelemetryServer(self.metrics, self.ready)
+            tls = ServerTls.from_config(config.telemetry.tls, "telemetry.tls")
+            self.telemetry = TelemetryServer(self.metrics, self.ready, tls=tls)
             host, port = split_endpoint(config.telemetry.endpoint)
             try:
                 await self.telemetry.start(host, port)

@@ -299,6 +299,10 @@ def test_tls_and_token_secrets_are_mounted_where_the_sidecar_config_reads_them(t
     cfg = load_with_sidecar_loader(path)
     assert cfg.receivers.grpc.tls.client_ca_file == "/etc/otel-logbert-tls/ca.crt"
     assert cfg.receivers.auth.token_file == "/etc/otel-logbert-token/token"
+    assert cfg.telemetry.tls.cert_file == "/etc/otel-logbert-tls/tls.crt"
+    (container,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "otel-logbert"]
+    probes = [container[p]["httpGet"] for p in ("startupProbe", "livenessProbe", "readinessProbe")]
+    assert [p.get("scheme") for p in probes] == ["HTTPS"] * 3  # telemetry.tls: the probes speak HTTPS
     # the same values key in the Collector's pod (mode collectorPod)
     objs = docs(render(tools, REPO / "helm" / "ci" / "sidecar-in-collector-pod.yaml", "--set-json",
                        'sidecar.secretMounts=[{"name":"tls","secretName":"s","mountPath":"/etc/t"}]'))
@@ -307,6 +311,8 @@ def test_tls_and_token_secrets_are_mounted_where_the_sidecar_config_reads_them(t
     (default,) = [d for d in by_kind(docs(render(tools, None)), "Deployment")
                   if d["metadata"]["name"] == "rel-otel-logbert"]
     assert _secret_mounts(default["spec"]["template"]["spec"]) == {}
+    (container,) = [c for c in default["spec"]["template"]["spec"]["containers"] if c["name"] == "otel-logbert"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -224,6 +224,65 @@ def test_bad_tls_files_fail_at_start_naming_the_key(otlp_sink: OtlpSink, rule_bu
         run(sidecar_config(otlp_sink.endpoint, rule_bundle, receivers=receivers), lambda sidecar: asyncio.sleep(0))
 
 
+def https_status(port: int, path: str, ca: Path | None) -> int | str:
+    """GET ``path`` on the telemetry port: the HTTP status, or the name of the error (handshake refused,
+    plaintext against TLS). ``ca`` None: plain http://."""
+    import urllib.error
+    import urllib.request
+
+    scheme = "http" if ca is None else "https"
+    context = None if ca is None else ssl.create_default_context(cafile=str(ca))
+    try:
+        with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}{path}", context=context, timeout=3) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, ssl.SSLError, ConnectionError, OSError) as exc:
+        return type(exc).__name__
+
+
+def test_telemetry_port_serves_https_and_picks_up_a_rotated_certificate(
+    otlp_sink: OtlpSink, rule_bundle: Path, tmp_path: Path
+) -> None:
+    """telemetry.tls: /healthz, /readyz and /metrics over HTTPS only; the files replaced by a certificate
+    of another CA are served on the next connection, with no restart."""
+    old_ca, new_ca = Authority(tmp_path / "old", "old"), Authority(tmp_path / "new", "new")
+    old, new = old_ca.issue("server", server=True), new_ca.issue("server", server=True)
+    live = Issued(tmp_path / "tls.crt", tmp_path / "tls.key")
+    replace_file(old.cert_file, live.cert_file)
+    replace_file(old.key_file, live.key_file)
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle, telemetry={
+        "endpoint": "127.0.0.1:0", "log_format": "text",
+        "tls": {"cert_file": str(live.cert_file), "key_file": str(live.key_file)}})
+
+    async def scenario(sidecar: Any) -> dict[str, Any]:
+        port = sidecar.ports["telemetry"]
+        out = {path: await asyncio.to_thread(https_status, port, path, old_ca.cert_file)
+               for path in ("/healthz", "/readyz", "/metrics")}
+        out["new ca before"] = await asyncio.to_thread(https_status, port, "/healthz", new_ca.cert_file)
+        out["plaintext"] = await asyncio.to_thread(https_status, port, "/healthz", None)
+        replace_file(new.key_file, live.key_file)
+        replace_file(new.cert_file, live.cert_file)
+        out["new ca after"] = await asyncio.to_thread(https_status, port, "/healthz", new_ca.cert_file)
+        out["old ca after"] = await asyncio.to_thread(https_status, port, "/healthz", old_ca.cert_file)
+        return out
+
+    out = run(config, scenario)
+    assert out["/healthz"] == out["/readyz"] == out["/metrics"] == 200, out
+    assert out["new ca before"] == "URLError" and out["plaintext"] != 200, out
+    assert out["new ca after"] == 200 and out["old ca after"] == "URLError", out
+
+
+def test_bad_telemetry_tls_files_fail_at_start_naming_the_key(
+    otlp_sink: OtlpSink, rule_bundle: Path, tmp_path: Path
+) -> None:
+    server = Authority(tmp_path, "ca").issue("server", server=True)
+    telemetry = {"endpoint": "127.0.0.1:0", "tls": {"cert_file": str(server.cert_file),
+                                                   "key_file": str(tmp_path / "missing-key.pem")}}
+    with pytest.raises(UserError, match=r"^telemetry.tls: cannot load cert_file .* with key_file"):
+        run(sidecar_config(otlp_sink.endpoint, rule_bundle, telemetry=telemetry), lambda sidecar: asyncio.sleep(0))
+
+
 def test_bearer_token_on_both_receivers(
     otlp_sink: OtlpSink, rule_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -106,6 +106,9 @@ only: the Collector in the same pod is their only client.
 httpGet:
   path: {{ .probe.path }}
   port: {{ .port }}
+  {{- with .scheme }}
+  scheme: {{ . }}
+  {{- end }}
 periodSeconds: {{ .probe.periodSeconds }}
 failureThreshold: {{ .probe.failureThreshold }}
 timeoutSeconds: 2
@@ -178,6 +181,11 @@ timeoutSeconds: 2
 {{- end -}}
 
 {{/* The sidecar container, used by the sidecar Deployment and by the Collector pod. */}}
+{{/* HTTPS when the sidecar config gives the telemetry port TLS (telemetry.tls.cert_file), else HTTP. */}}
+{{- define "otel-logbert.telemetryScheme" -}}
+{{- if dig "telemetry" "tls" "cert_file" "" .Values.sidecar.config -}}HTTPS{{- else -}}HTTP{{- end -}}
+{{- end -}}
+
 {{- define "otel-logbert.sidecarContainer" -}}
 - name: otel-logbert
   image: {{ include "otel-logbert.image" . }}
@@ -203,11 +211,11 @@ timeoutSeconds: 2
     {{- toYaml . | nindent 4 }}
     {{- end }}
   startupProbe:
-    {{- include "otel-logbert.httpProbe" (dict "probe" .Values.sidecar.probes.startup "port" "telemetry") | nindent 4 }}
+    {{- include "otel-logbert.httpProbe" (dict "probe" .Values.sidecar.probes.startup "port" "telemetry" "scheme" (include "otel-logbert.telemetryScheme" .)) | nindent 4 }}
   livenessProbe:
-    {{- include "otel-logbert.httpProbe" (dict "probe" .Values.sidecar.probes.liveness "port" "telemetry") | nindent 4 }}
+    {{- include "otel-logbert.httpProbe" (dict "probe" .Values.sidecar.probes.liveness "port" "telemetry" "scheme" (include "otel-logbert.telemetryScheme" .)) | nindent 4 }}
   readinessProbe:
-    {{- include "otel-logbert.httpProbe" (dict "probe" .Values.sidecar.probes.readiness "port" "telemetry") | nindent 4 }}
+    {{- include "otel-logbert.httpProbe" (dict "probe" .Values.sidecar.probes.readiness "port" "telemetry" "scheme" (include "otel-logbert.telemetryScheme" .)) | nindent 4 }}
   securityContext:
     {{- toYaml .Values.securityContext | nindent 4 }}
   resources:
