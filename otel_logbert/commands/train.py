@@ -85,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
         args.model, data.sessions, epochs=args.epochs, seed=args.seed, device=args.device,
         config_path=args.config, overrides=overrides, progress=not args.quiet,
     )
+    if args.model == "fastlogad":
+        from otel_logbert.models.fastlogad import separation_warning
+
+        separation = separation_warning(metadata["losses"])
+        if separation:
+            metadata["warnings"] = [separation]
+            print(f"warning: {args.train}: {separation}", file=sys.stderr)
     if threshold.get("too_small"):
         print(f"warning: {args.train}: {len(data.sessions)} normal sessions are too few to calibrate target_fpr "
               f"{threshold['target_fpr']:g}: {_calibration_words(threshold)}", file=sys.stderr)

@@ -75,3 +75,4 @@ def test_a_fit_the_data_contradict_is_rejected_for_the_empirical_quantile():
     fit = pot_threshold(scores, 0.002)
     achieved = float((scores > fit.threshold).mean())
     assert 0.001 <= achieved <= 0.004, fit
+
