@@ -51,6 +51,7 @@ BLOCK = re.compile(r"blk_(-?\d+)")
 EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 RECORDS_PER_REQUEST = 512
 SEVERITY = {"INFO": 9, "WARN": 13, "ERROR": 17}
+PARSING: dict = {}  # extra parsing settings for every sidecar (--parsing-workers)
 
 
 # --- workload ---------------------------------------------------------------------------------------
@@ -164,7 +165,7 @@ class Sidecar:
             "receivers": {"grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"}, "http": {"endpoint": None}},
             "forward": {"endpoint": f"http://127.0.0.1:{sink_port}", "queue_max_records": 200_000},
             "traces": {"enabled": False},
-            "parsing": {"masking": "hdfs"},
+            "parsing": {"masking": "hdfs", **PARSING},
             "sessions": {"key": "regex", "regex": r"blk_-?\d+", "inactivity_timeout_s": 0.5, "max_age_s": 60,
                          **sessions},
             "scoring": {"bundle": str(bundle), "batch_size": 256, "batch_timeout_ms": 10},
@@ -199,6 +200,12 @@ class Sidecar:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU seconds used so far by (the event-loop thread, the sidecar with its child processes)."""
+        main = _cpu_s(f"/proc/{self.process.pid}/task/{self.process.pid}/stat")
+        total = sum(_cpu_s(f"/proc/{pid}/stat") for pid in _process_tree(self.process.pid))
+        return main, total
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -206,6 +213,24 @@ class Sidecar:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.stderr.close()
+
+
+def _cpu_s(stat_path: str) -> float:
+    try:
+        fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo.extend(int(c) for c in task.read_text().split())
+    return pids
 
 
 # --- clients ----------------------------------------------------------------------------------------
@@ -285,20 +310,41 @@ def histogram_quantile(text: str, name: str, q: float) -> float:
 # --- measurements -----------------------------------------------------------------------------------
 
 
-def measure_throughput(bundle: Path, requests: list[bytes], n: int, workdir: Path) -> dict:
+def measure_throughput(bundle: Path, requests: list[bytes], n: int, workdir: Path,
+                       py_spy: Path | None = None) -> dict:
     sink = CountingSink()
     sidecar = Sidecar(bundle, sink.port, workdir)
+    profiler = attach_py_spy(sidecar.process.pid, py_spy) if py_spy is not None else None
     try:
+        loop_cpu, all_cpu = sidecar.cpu_s()
         started = time.perf_counter()
         send_s, refused = send_all(f"127.0.0.1:{sidecar.grpc_port}", requests)
         ok = sink.wait_for(n, timeout_s=120)
         end_to_end_s = sink.last_at - started
+        loop_cpu, all_cpu = (after - before for after, before in zip(sidecar.cpu_s(), (loop_cpu, all_cpu),
+                                                                     strict=True))
         return {"measure": "throughput", "records": n, "delivered": sink.records, "complete": ok,
                 "accepted_per_s": round(n / send_s), "end_to_end_per_s": round(sink.records / end_to_end_s),
-                "refusals": refused, "rss_mib": round(sidecar.rss_mib())}
+                "refusals": refused, "rss_mib": round(sidecar.rss_mib()),
+                # CPU per record: less sensitive to other load than rates; the loop's bounds the rate
+                "loop_cpu_us_per_record": round(1e6 * loop_cpu / n, 1),
+                "sidecar_cpu_us_per_record": round(1e6 * all_cpu / n, 1),
+                "wall_s": round(end_to_end_s, 2)}
     finally:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            profiler.wait(60)
         sidecar.stop()
         sink.stop()
+
+
+def attach_py_spy(pid: int, out: Path) -> subprocess.Popen:
+    """py-spy (``$PY_SPY`` or on PATH) sampling every thread of ``pid`` into ``out`` (collapsed stacks)."""
+    command = [os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(pid), "--threads", "--format", "raw",
+               "--rate", "200", "--output", str(out)]
+    profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let it attach before the load starts
+    return profiler
 
 
 def measure_latency(bundle: Path, requests: list[bytes], n: int, rate: float, workdir: Path) -> dict:
@@ -354,7 +400,12 @@ def main() -> int:
     parser.add_argument("--session-length", type=int, default=8)
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "latency", "memory"])
     parser.add_argument("--out", type=Path, help="write all results as JSON here")
+    parser.add_argument("--py-spy", type=Path, metavar="FILE", help="profile the throughput sidecar with py-spy "
+                        "($PY_SPY or on PATH) into FILE (collapsed stacks, per thread)")
+    parser.add_argument("--parsing-workers", type=int, help="parsing.workers of the sidecars (default: its default)")
     args = parser.parse_args()
+    if args.parsing_workers is not None:
+        PARSING["workers"] = args.parsing_workers
 
     workdir = Path(tempfile.mkdtemp(prefix="otel-logbert-bench-"))
     bundle = args.bundle or train_bundle(workdir)
@@ -365,7 +416,7 @@ def main() -> int:
         requests = build_requests(lines, args.records, salt=run)
         n = count_records(requests)
         if "throughput" not in args.skip:
-            results.append(measure_throughput(bundle, requests, n, workdir))
+            results.append(measure_throughput(bundle, requests, n, workdir, args.py_spy))
             rates.append(results[-1]["end_to_end_per_s"])
             print(json.dumps(results[-1]), flush=True)
         if "latency" not in args.skip:
@@ -384,6 +435,8 @@ def main() -> int:
     summary = {
         "end_to_end_records_per_s": median("throughput", "end_to_end_per_s"),
         "accepted_records_per_s": median("throughput", "accepted_per_s"),
+        "loop_cpu_us_per_record": median("throughput", "loop_cpu_us_per_record"),
+        "sidecar_cpu_us_per_record": median("throughput", "sidecar_cpu_us_per_record"),
         "p50_close_to_forwarded_ms": median("latency", "p50_ms"),
         "p99_close_to_forwarded_ms": median("latency", "p99_ms"),
         "rss_mib_100k_open_sessions": median("memory", "rss_mib"),

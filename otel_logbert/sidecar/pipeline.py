@@ -207,20 +207,29 @@ class Pipeline:
             for sl in rl.scope_logs:
                 scope = sl.scope.SerializeToString() if sl.HasField("scope") else None
                 origin = self.origins.get(resource, rl.schema_url, scope, sl.schema_url, service)
+                parsed = None
+                if lane.masking_worker is not None:  # parse the scope first: it may be masked in a worker
+                    first = taken  # records settled before a restart are neither parsed nor taken
+                    texts = [self.field_text(rec) for i, rec in enumerate(sl.log_records)
+                             if not (base and skip is not None and first + i in skip)]
+                    parsed = zip(texts, await lane.parse_many(texts), strict=True)
                 for rec in sl.log_records:
                     if base:
                         record_ticket = base + taken
                         if skip is not None and taken in skip:
                             taken += 1
                             continue
+                    if parsed is None:  # parsed here, between the yields below
+                        text = self.field_text(rec)
+                        log_key, template_attr = lane.parse(text)
+                    else:
+                        text, (log_key, template_attr) = next(parsed)
                     taken += 1
                     if taken % YIELD_EVERY == 0:
                         self._hand_on(unsessioned, closed, now)
                         unsessioned, closed = [], []
                         await asyncio.sleep(0)
                         now = time.monotonic()
-                    text = self.field_text(rec)
-                    log_key, template_attr = lane.parse(text)
                     data = annotator.record_bytes(rec) + template_attr
                     str_text = (text if isinstance(text, str) else text_of(text)) if rule.needs_text else ""
                     placements = rule.placements(rec, resource_attrs, str_text, now_unix)
