@@ -12,6 +12,7 @@ the event loop keeps only the cheap, stateful half (the masked-shape lookup and 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 
 from drain3.masking import MaskingInstruction
@@ -19,7 +20,9 @@ from drain3.masking import MaskingInstruction
 from otel_logbert.parsing.masking import split_for_tokens
 
 MASK_PREFIX, MASK_SUFFIX = "<", ">"
-TOKEN_CACHE_SIZE = 200_000  # cleared when full; only holds what can be recomputed
+# Cleared when full; only holds what can be recomputed. Repeated tokens (words, hosts) are few;
+# the bound is for the unique ones (ids), whose masked forms are interned, so they cost little.
+TOKEN_CACHE_SIZE = 50_000
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -82,6 +85,8 @@ class Masker:
                 out = token
                 for rule in self._token_rules:
                     out = rule.mask(out, MASK_PREFIX, MASK_SUFFIX)
+                if out is not token:
+                    out = sys.intern(out)  # "blk_<*>" once, however many block ids map to it
                 if len(cache) >= TOKEN_CACHE_SIZE:
                     cache.clear()
                 cache[token] = out

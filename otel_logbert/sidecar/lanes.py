@@ -37,11 +37,12 @@ from otel_logbert.parsing.vocabulary import UNK_ID, Vocabulary
 from otel_logbert.parsing.worker import MaskingWorker, WorkerUnavailable
 from otel_logbert.scoring.base import Scorer, SessionScore
 from otel_logbert.scoring.thresholds import ThresholdPolicy
-from otel_logbert.sessions.session import Session, Verdict
+from otel_logbert.sessions.session import LogKey, Session, Verdict
 
 # Parsed texts remembered per lane (text -> key); cleared when full. Identical bodies are common
-# (health checks, fixed messages), and a hit skips tokenising and masking entirely.
-TEXT_CACHE_SIZE = 100_000
+# (health checks, fixed messages), and a hit skips tokenising and masking entirely. The repeated
+# bodies are few, so a small bound keeps them while unique bodies (ids in them) cost little memory.
+TEXT_CACHE_SIZE = 20_000
 DEFAULT_LANE = "default"
 TRUNCATED_SUFFIX = "body_truncated"  # <attributes.prefix>.body_truncated, on records parsed truncated
 
@@ -65,7 +66,8 @@ class Lane:
     key_mapper: SemanticKeyMapper | None = None  # unseen keys mapped by meaning (parsing.semantic_mapping)
     truncated_attribute: str = f"log.anomaly.{TRUNCATED_SUFFIX}"
     _cache: dict[bytes | str, str] = field(default_factory=dict, repr=False)
-    _templates: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)
+    # key -> (its current template, the LogKey carrying that template's attribute)
+    _templates: dict[str, tuple[str, LogKey]] = field(default_factory=dict, repr=False)
     # masks large batches in another process (``parse_many``); None: everything is parsed here
     masking_worker: MaskingWorker | None = field(default=None, repr=False)
     _mask_spec: MaskSpec | None = field(default=None, repr=False)
@@ -76,15 +78,18 @@ class Lane:
         handlers = (FilePersistence(self.state_file),) if self.state_file is not None else ()
         self.persister = ParserPersister(self.parser, handlers)
 
-    def parse(self, text: bytes | str) -> tuple[str, bytes]:
+    def parse(self, text: bytes | str) -> tuple[LogKey, bytes]:
         """Log key of ``text`` and the serialized attributes to append: ``log.record.template``, plus
-        the truncation flag when ``text`` was cut for parsing (such texts are not cached)."""
+        the truncation flag when ``text`` was cut for parsing (such texts are not cached). The key is
+        a ``LogKey`` whose ``attr`` is those attributes, shared by every record with that key and
+        template (a session holds it once, not per record)."""
         key = self._cache.get(text)
         if key is None:
             return self._parsed(text, self.parser.parse(text))
-        return key, self._templates[key][1]
+        log_key = self._templates[key][1]
+        return log_key, log_key.attr
 
-    async def parse_many(self, texts: list[bytes | str]) -> list[tuple[str, bytes]]:
+    async def parse_many(self, texts: list[bytes | str]) -> list[tuple[LogKey, bytes]]:
         """``parse`` of every text, in order. Where the lane has a ``masking_worker`` and enough
         texts miss the cache, they are masked in a worker process meanwhile (the event loop runs
         other tasks), then looked up and mined here, in order: the lane's one Drain state."""
@@ -103,28 +108,31 @@ class Lane:
         for text in texts:
             key = cache.get(text)
             if key is not None:
-                out.append((key, templates[key][1]))
+                log_key = templates[key][1]
+                out.append((log_key, log_key.attr))
                 continue
             found = masked_of.get(text)  # None: a hit when the batch was sent, the cache cleared since
             out.append(self._parsed(text, parse_masked(*found) if found is not None else self.parser.parse(text)))
         return out
 
-    def _parsed(self, text: bytes | str, result: ParseResult) -> tuple[str, bytes]:
+    def _parsed(self, text: bytes | str, result: ParseResult) -> tuple[LogKey, bytes]:
         """``parse``'s answer for ``text`` just parsed: templates, the semantic mapper and the
         text cache learn from it."""
         key = result.key
         known = self._templates.get(key)
         if known is None or known[0] != result.template:
             encoded = attributes_bytes([(self.template_attribute, result.template)])
-            self._templates[key] = known = (result.template, encoded)
+            self._templates[key] = known = (result.template, LogKey(key, encoded))
         if self.key_mapper is not None:
             self.key_mapper.observe(key, result.template)
+        log_key = known[1]
         if result.truncated:
-            return key, known[1] + attributes_bytes([(self.truncated_attribute, True)])
+            truncated = LogKey(key, log_key.attr + attributes_bytes([(self.truncated_attribute, True)]))
+            return truncated, truncated.attr
         if len(self._cache) >= TEXT_CACHE_SIZE:
             self._cache.clear()
         self._cache[text] = key
-        return key, known[1]
+        return log_key, log_key.attr
 
     @property
     def mask_spec(self) -> MaskSpec:

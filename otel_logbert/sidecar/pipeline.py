@@ -230,13 +230,12 @@ class Pipeline:
                         unsessioned, closed = [], []
                         await asyncio.sleep(0)
                         now = time.monotonic()
-                    data = annotator.record_bytes(rec) + template_attr
+                    data = annotator.record_bytes(rec)  # the session appends template_attr (log_key.attr)
                     str_text = (text if isinstance(text, str) else text_of(text)) if rule.needs_text else ""
                     placements = rule.placements(rec, resource_attrs, str_text, now_unix)
                     if not placements:
-                        unsessioned.append(
-                            (origin, data, annotator.unsessioned(rule.reason_missing), mark, record_ticket)
-                        )
+                        unsessioned.append((origin, data + template_attr, annotator.unsessioned(rule.reason_missing),
+                                            mark, record_ticket))
                         continue
                     ts = rec.time_unix_nano or rec.observed_time_unix_nano
                     store.place(
@@ -279,7 +278,7 @@ class Pipeline:
         for reason, n in by_reason.items():
             self.metrics.sessions_closed.add(n, {"reason": reason})
         # Sessions with no records of their own (sliding-window spill-overs) have nothing to annotate.
-        self.scoring.submit([s for s in sessions if s.records])
+        self.scoring.submit([s for s in sessions if s.n_records])
 
     def _on_scored(self, sessions: list[Session], verdicts: list[Verdict]) -> None:
         """Annotate scored sessions' records, emit their spans, queue the records for forwarding."""
@@ -291,13 +290,13 @@ class Pipeline:
                 verdict = dataclasses.replace(verdict, reason=RESTART)
             annotated = self.annotator.annotate(session, verdict)
             items.extend(
-                (origin, data, suffix, mark, record.ticket)
-                for (origin, data, suffix), record in zip(annotated, session.records, strict=True)
+                (origin, data, suffix, mark, record_ticket)
+                for (origin, data, suffix), record_ticket in zip(annotated, session.tickets(), strict=True)
             )
             if verdict.status == STATUS_SCORED:
                 anomalous += bool(verdict.is_anomaly)
                 self._emit_span(session, verdict)
-            session.take_records()  # the forward queue holds them now
+            session.drop_records()  # the forward queue holds them now
         self.forwarder.put(items)
         if anomalous:
             self.metrics.sessions_anomalous.add(anomalous)
