@@ -238,23 +238,13 @@ class Session:
 
     def _store(self, record: Record, pos: int) -> None:
         n = self.n_records
-        if self._pos is not None:
-            self._pos.append(pos)
-        elif pos != n:
-            self._pos = array("I", range(n))
-            self._pos.append(pos)
+        if pos != n or self._pos is not None:
+            self._note_pos(n, pos)
         origin = record.origin
-        if n == 0:
-            self._origin = origin
-        elif self._origins is not None:
-            self._origins.append(origin)
-        elif origin is not self._origin:
-            self._origins = [self._origin] * n + [origin]  # type: ignore[list-item]
-        if self._tickets is not None:
-            self._tickets.append(record.ticket)
-        elif record.ticket:
-            self._tickets = array("Q", bytes(8 * n))
-            self._tickets.append(record.ticket)
+        if origin is not self._origin or self._origins is not None:
+            self._note_origin(n, origin)
+        if record.ticket or self._tickets is not None:
+            self._note_ticket(n, record.ticket)
         blob, data = self._blob, record.data
         size = len(data)
         while size > 0x7F:
@@ -263,6 +253,24 @@ class Session:
         blob.append(size)
         blob += data
         self.n_records = n + 1
+
+    def _note_pos(self, n: int, pos: int) -> None:
+        if self._pos is None:
+            self._pos = array("I", range(n))
+        self._pos.append(pos)
+
+    def _note_origin(self, n: int, origin: Origin) -> None:
+        if self._origins is not None:
+            self._origins.append(origin)
+        elif n == 0:
+            self._origin = origin
+        else:
+            self._origins = [self._origin] * n + [origin]  # type: ignore[list-item]
+
+    def _note_ticket(self, n: int, ticket: int) -> None:
+        if self._tickets is None:
+            self._tickets = array("Q", bytes(8 * n))
+        self._tickets.append(ticket)
 
     def stored(self) -> list[Stored]:
         """Every record as ``(origin, data, key attributes, pos, ticket)``, in order: ``data`` without
