@@ -12,7 +12,11 @@ sessions keyed by ``blk_-?\\d+`` (``sessions.key: regex``):
    ``otel_logbert_session_forward_latency_seconds`` histogram (linear within a bucket), while
    sending at half the throughput measured in (1);
 3. memory: RSS of the sidecar holding 100,000 open sessions (``--session-length`` records each;
-   untimed records, so no per-key timestamps are kept), once per run.
+   untimed records, so no per-key timestamps are kept), once per run;
+4. beside (1) in every run, in this process while no sidecar runs: drain3's own
+   ``TemplateMiner.add_log_message`` (same preset and Drain parameters, trained on the messages
+   first, then timed over them again, as ``benchmarks/parse_throughput.py``) in lines/s, and the
+   ratio of the end-to-end rate to it.
 
 Usage::
 
@@ -348,6 +352,35 @@ def attach_py_spy(pid: int, out: Path) -> subprocess.Popen:
     return profiler
 
 
+def measure_drain3(lines: list[tuple[str, str, str, int]]) -> dict:
+    """drain3 ``add_log_message`` lines/s over the messages, after one training pass over them: with
+    the preset's rules as shipped (some gated by a cheap check first, ``GatedMaskingInstruction``)
+    and with every rule as drain3's own ``MaskingInstruction`` (stock drain3)."""
+    import logging
+
+    from drain3 import TemplateMiner
+    from drain3.masking import MaskingInstruction
+
+    from otel_logbert.parsing.drain import LogParser
+
+    logging.disable(logging.INFO)  # drain3 logs every miner it starts
+    messages = [content for _, _, content, _ in lines]
+    out: dict = {"measure": "drain3", "lines": len(messages)}
+    for name, stock in (("add_log_message_per_s", False), ("add_log_message_stock_rules_per_s", True)):
+        config = LogParser("hdfs").miner_config()
+        if stock:
+            config.masking_instructions = [MaskingInstruction(r.regex.pattern, r.mask_with)
+                                           for r in config.masking_instructions]
+        miner = TemplateMiner(config=config)
+        for message in messages:
+            miner.add_log_message(message)
+        started = time.perf_counter()
+        for message in messages:
+            miner.add_log_message(message)
+        out[name] = round(len(messages) / (time.perf_counter() - started))
+    return out
+
+
 def measure_latency(bundle: Path, requests: list[bytes], n: int, rate: float, workdir: Path) -> dict:
     sink = CountingSink()
     sidecar = Sidecar(bundle, sink.port, workdir)
@@ -420,6 +453,11 @@ def main() -> int:
             results.append(measure_throughput(bundle, requests, n, workdir, args.py_spy))
             rates.append(results[-1]["end_to_end_per_s"])
             print(json.dumps(results[-1]), flush=True)
+            results.append(measure_drain3(lines))
+            results[-1]["end_to_end_ratio"] = round(rates[-1] / results[-1]["add_log_message_per_s"], 2)
+            results[-1]["end_to_end_ratio_stock"] = round(
+                rates[-1] / results[-1]["add_log_message_stock_rules_per_s"], 2)
+            print(json.dumps(results[-1]), flush=True)
         if "latency" not in args.skip:
             rate = statistics.median(rates) / 2 if rates else 10_000.0
             half = requests[: max(1, int(len(requests) * min(1.0, rate * 10 / n)))]  # ~10 s at that rate
@@ -436,6 +474,10 @@ def main() -> int:
     summary = {
         "end_to_end_records_per_s": median("throughput", "end_to_end_per_s"),
         "accepted_records_per_s": median("throughput", "accepted_per_s"),
+        "drain3_add_log_message_per_s": median("drain3", "add_log_message_per_s"),
+        "end_to_end_over_drain3": median("drain3", "end_to_end_ratio"),
+        "drain3_stock_rules_per_s": median("drain3", "add_log_message_stock_rules_per_s"),
+        "end_to_end_over_drain3_stock_rules": median("drain3", "end_to_end_ratio_stock"),
         "loop_cpu_us_per_record": median("throughput", "loop_cpu_us_per_record"),
         "sidecar_cpu_us_per_record": median("throughput", "sidecar_cpu_us_per_record"),
         "p50_close_to_forwarded_ms": median("latency", "p50_ms"),

@@ -276,24 +276,28 @@ class Session:
         """Every record as ``(origin, data, key attributes, pos, ticket)``, in order: ``data`` without
         the attributes of its key (``key_attr(keys[pos])``), which a forwarded record gets after it."""
         out: list[Stored] = []
-        blob, keys = self._blob, self.keys
-        origins, pos_of, tickets = self._origins, self._pos, self._tickets
+        blob = bytes(self._blob)  # one copy, so each record below is one slice
+        keys, origins, pos_of, tickets = self.keys, self._origins, self._pos, self._tickets
         origin = self._origin
         at = 0
         for i in range(self.n_records):
-            size = shift = 0
-            while True:
-                byte = blob[at]
-                at += 1
-                size |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
+            size = blob[at]
+            at += 1
+            if size > 0x7F:  # a longer varint (records of 128 bytes or more)
+                size &= 0x7F
+                shift = 7
+                while True:
+                    byte = blob[at]
+                    at += 1
+                    size |= (byte & 0x7F) << shift
+                    if byte < 0x80:
+                        break
+                    shift += 7
             pos = pos_of[i] if pos_of is not None else i
             key = keys[pos]
             out.append((
                 origins[i] if origins is not None else origin,  # type: ignore[arg-type]
-                bytes(blob[at : at + size]),
+                blob[at : at + size],
                 key.attr if isinstance(key, LogKey) else b"",
                 pos,
                 tickets[i] if tickets is not None else 0,
