@@ -11,7 +11,12 @@ sessions keyed by ``blk_-?\\d+`` (``sessions.key: regex``):
 2. latency: p50/p99 from session close to forwarded (acknowledged downstream), from the sidecar's
    ``otel_logbert_session_forward_latency_seconds`` histogram (linear within a bucket), while
    sending at half the throughput measured in (1);
-3. memory: RSS of the sidecar holding 100,000 open sessions (``--session-length`` records each).
+3. memory: RSS of the sidecar holding 100,000 open sessions (``--session-length`` records each;
+   untimed records, so no per-key timestamps are kept), once per run;
+4. beside (1) in every run, in this process while no sidecar runs: drain3's own
+   ``TemplateMiner.add_log_message`` (same preset and Drain parameters, trained on the messages
+   first, then timed over them again, as ``benchmarks/parse_throughput.py``) in lines/s, and the
+   ratio of the end-to-end rate to it.
 
 Usage::
 
@@ -56,6 +61,7 @@ BLOCK = re.compile(r"blk_(-?\d+)")
 EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 RECORDS_PER_REQUEST = 512
 SEVERITY = {"INFO": 9, "WARN": 13, "ERROR": 17}
+PARSING: dict = {}  # extra parsing settings for every sidecar (--parsing-workers)
 
 
 # --- workload ---------------------------------------------------------------------------------------
@@ -173,7 +179,7 @@ class Sidecar:
             "receivers": {"grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"}, "http": {"endpoint": None}},
             "forward": {"endpoint": f"http://127.0.0.1:{sink_port}", "queue_max_records": 200_000},
             "traces": {"enabled": False},
-            "parsing": {"masking": "hdfs"},
+            "parsing": {"masking": "hdfs", **PARSING},
             "sessions": {"key": "regex", "regex": r"blk_-?\d+", "inactivity_timeout_s": 0.5, "max_age_s": 60,
                          **sessions},
             "scoring": {"bundle": str(bundle), "batch_size": 256, "batch_timeout_ms": 10},
@@ -209,6 +215,12 @@ class Sidecar:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU seconds used so far by (the event-loop thread, the sidecar with its child processes)."""
+        main = _cpu_s(f"/proc/{self.process.pid}/task/{self.process.pid}/stat")
+        total = sum(_cpu_s(f"/proc/{pid}/stat") for pid in _process_tree(self.process.pid))
+        return main, total
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -216,6 +228,24 @@ class Sidecar:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.stderr.close()
+
+
+def _cpu_s(stat_path: str) -> float:
+    try:
+        fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo.extend(int(c) for c in task.read_text().split())
+    return pids
 
 
 # --- clients ----------------------------------------------------------------------------------------
@@ -295,20 +325,70 @@ def histogram_quantile(text: str, name: str, q: float) -> float:
 # --- measurements -----------------------------------------------------------------------------------
 
 
-def measure_throughput(bundle: Path, requests: list[bytes], n: int, workdir: Path) -> dict:
+def measure_throughput(bundle: Path, requests: list[bytes], n: int, workdir: Path,
+                       py_spy: Path | None = None) -> dict:
     sink = CountingSink()
     sidecar = Sidecar(bundle, sink.port, workdir)
+    profiler = attach_py_spy(sidecar.process.pid, py_spy) if py_spy is not None else None
     try:
+        loop_cpu, all_cpu = sidecar.cpu_s()
         started = time.perf_counter()
         send_s, refused = send_all(f"127.0.0.1:{sidecar.grpc_port}", requests)
         ok = sink.wait_for(n, timeout_s=120)
         end_to_end_s = sink.last_at - started
+        loop_cpu, all_cpu = (after - before for after, before in zip(sidecar.cpu_s(), (loop_cpu, all_cpu),
+                                                                     strict=True))
         return {"measure": "throughput", "records": n, "delivered": sink.records, "complete": ok,
                 "accepted_per_s": round(n / send_s), "end_to_end_per_s": round(sink.records / end_to_end_s),
-                "refusals": refused, "rss_mib": round(sidecar.rss_mib())}
+                "refusals": refused, "rss_mib": round(sidecar.rss_mib()),
+                # CPU per record: less sensitive to other load than rates; the loop's bounds the rate
+                "loop_cpu_us_per_record": round(1e6 * loop_cpu / n, 1),
+                "sidecar_cpu_us_per_record": round(1e6 * all_cpu / n, 1),
+                "wall_s": round(end_to_end_s, 2)}
     finally:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            profiler.wait(60)
         sidecar.stop()
         sink.stop()
+
+
+def attach_py_spy(pid: int, out: Path) -> subprocess.Popen:
+    """py-spy (``$PY_SPY`` or on PATH) sampling every thread of ``pid`` into ``out`` (collapsed stacks)."""
+    command = [os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(pid), "--threads", "--format", "raw",
+               "--rate", "200", "--output", str(out)]
+    profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let it attach before the load starts
+    return profiler
+
+
+def measure_drain3(lines: list[tuple[str, str, str, int]]) -> dict:
+    """drain3 ``add_log_message`` lines/s over the messages, after one training pass over them: with
+    the preset's rules as shipped (some gated by a cheap check first, ``GatedMaskingInstruction``)
+    and with every rule as drain3's own ``MaskingInstruction`` (stock drain3)."""
+    import logging
+
+    from drain3 import TemplateMiner
+    from drain3.masking import MaskingInstruction
+
+    from otel_logbert.parsing.drain import LogParser
+
+    logging.disable(logging.INFO)  # drain3 logs every miner it starts
+    messages = [content for _, _, content, _ in lines]
+    out: dict = {"measure": "drain3", "lines": len(messages)}
+    for name, stock in (("add_log_message_per_s", False), ("add_log_message_stock_rules_per_s", True)):
+        config = LogParser("hdfs").miner_config()
+        if stock:
+            config.masking_instructions = [MaskingInstruction(r.regex.pattern, r.mask_with)
+                                           for r in config.masking_instructions]
+        miner = TemplateMiner(config=config)
+        for message in messages:
+            miner.add_log_message(message)
+        started = time.perf_counter()
+        for message in messages:
+            miner.add_log_message(message)
+        out[name] = round(len(messages) / (time.perf_counter() - started))
+    return out
 
 
 def measure_latency(bundle: Path, requests: list[bytes], n: int, rate: float, workdir: Path) -> dict:
@@ -365,9 +445,14 @@ def main() -> int:
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "latency", "memory"])
     parser.add_argument("--out", type=Path, help="write all results as JSON here")
     parser.add_argument("--persistence", action="store_true", help="sidecars with the persistent queue on")
+    parser.add_argument("--py-spy", type=Path, metavar="FILE", help="profile the throughput sidecar with py-spy "
+                        "($PY_SPY or on PATH) into FILE (collapsed stacks, per thread)")
+    parser.add_argument("--parsing-workers", type=int, help="parsing.workers of the sidecars (default: its default)")
     args = parser.parse_args()
     global PERSISTENCE
     PERSISTENCE = args.persistence
+    if args.parsing_workers is not None:
+        PARSING["workers"] = args.parsing_workers
 
     workdir = Path(tempfile.mkdtemp(prefix="otel-logbert-bench-"))
     bundle = args.bundle or train_bundle(workdir)
@@ -378,17 +463,22 @@ def main() -> int:
         requests = build_requests(lines, args.records, salt=run)
         n = count_records(requests)
         if "throughput" not in args.skip:
-            results.append(measure_throughput(bundle, requests, n, workdir))
+            results.append(measure_throughput(bundle, requests, n, workdir, args.py_spy))
             rates.append(results[-1]["end_to_end_per_s"])
+            print(json.dumps(results[-1]), flush=True)
+            results.append(measure_drain3(lines))
+            results[-1]["end_to_end_ratio"] = round(rates[-1] / results[-1]["add_log_message_per_s"], 2)
+            results[-1]["end_to_end_ratio_stock"] = round(
+                rates[-1] / results[-1]["add_log_message_stock_rules_per_s"], 2)
             print(json.dumps(results[-1]), flush=True)
         if "latency" not in args.skip:
             rate = statistics.median(rates) / 2 if rates else 10_000.0
             half = requests[: max(1, int(len(requests) * min(1.0, rate * 10 / n)))]  # ~10 s at that rate
             results.append(measure_latency(bundle, half, count_records(half), rate, workdir))
             print(json.dumps(results[-1]), flush=True)
-    if "memory" not in args.skip:
-        results.append(measure_memory(bundle, lines, args.sessions, args.session_length, workdir))
-        print(json.dumps(results[-1]), flush=True)
+        if "memory" not in args.skip:  # every run too: RSS varies by several MiB from run to run
+            results.append(measure_memory(bundle, lines, args.sessions, args.session_length, workdir))
+            print(json.dumps(results[-1]), flush=True)
 
     def median(measure: str, key: str) -> float | None:
         values = [r[key] for r in results if r["measure"] == measure]
@@ -397,6 +487,12 @@ def main() -> int:
     summary = {
         "end_to_end_records_per_s": median("throughput", "end_to_end_per_s"),
         "accepted_records_per_s": median("throughput", "accepted_per_s"),
+        "drain3_add_log_message_per_s": median("drain3", "add_log_message_per_s"),
+        "end_to_end_over_drain3": median("drain3", "end_to_end_ratio"),
+        "drain3_stock_rules_per_s": median("drain3", "add_log_message_stock_rules_per_s"),
+        "end_to_end_over_drain3_stock_rules": median("drain3", "end_to_end_ratio_stock"),
+        "loop_cpu_us_per_record": median("throughput", "loop_cpu_us_per_record"),
+        "sidecar_cpu_us_per_record": median("throughput", "sidecar_cpu_us_per_record"),
         "p50_close_to_forwarded_ms": median("latency", "p50_ms"),
         "p99_close_to_forwarded_ms": median("latency", "p99_ms"),
         "rss_mib_100k_open_sessions": median("memory", "rss_mib"),

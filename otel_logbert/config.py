@@ -426,6 +426,13 @@ class ParsingConfig(Section):
         doc="Drain clusters kept per lane; past it the least recently used is evicted (as contrib's drain "
         "processor); 0 = unbounded",
     )
+    workers: int = option(
+        0, check=Positive(allow_zero=True),
+        doc="processes that mask record bodies (most of parsing's cost) off the event loop, for requests "
+        "with 64+ bodies not seen before; Drain itself stays in the sidecar, one state per lane. 0 = parse "
+        "everything on the event loop: fastest where the sidecar's cores are shared or fewer than 3 (the "
+        "round trip costs more CPU than it frees); try 1 with cores to spare and the event loop saturated",
+    )
     semantic_mapping: SemanticMappingConfig = section(
         SemanticMappingConfig, "unseen templates -> nearest training template by meaning"
     )

@@ -105,7 +105,23 @@ class Annotator:
         append to it)``; the forwarder writes the two back to back (no copy here)."""
         suffix = self.session_suffix(session, verdict)
         flags = verdict.unexpected
+        stored = session.stored()
+        # a record's suffix: its key's attributes (log.record.template), then the session's; built
+        # once per distinct (key attributes, unexpected flag)
+        suffixes: dict[tuple[bytes, bool], bytes] = {}
+        out = []
         if flags is None:
-            return [(r.origin, r.data, suffix) for r in session.records]
+            for origin, data, attr, _, _ in stored:
+                whole = suffixes.get((attr, False))
+                if whole is None:
+                    whole = suffixes[(attr, False)] = attr + suffix
+                out.append((origin, data, whole))
+            return out
         yes, no = suffix + self._unexpected[True], suffix + self._unexpected[False]
-        return [(r.origin, r.data, yes if flags[r.pos] else no) for r in session.records]
+        for origin, data, attr, pos, _ in stored:
+            flag = bool(flags[pos])
+            whole = suffixes.get((attr, flag))
+            if whole is None:
+                whole = suffixes[(attr, flag)] = attr + (yes if flag else no)
+            out.append((origin, data, whole))
+        return out

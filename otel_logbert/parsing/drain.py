@@ -22,32 +22,26 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from drain3.drain import Drain, LogCluster, Node
 from drain3.template_miner import TemplateMiner
 from drain3.template_miner_config import TemplateMinerConfig
 
-from otel_logbert.parsing.masking import get_preset, masking_for, split_for_tokens
+from otel_logbert.parsing.masker import MASK_PREFIX, MASK_SUFFIX, Masker, MaskSpec
+from otel_logbert.parsing.masking import get_preset, masking_for
 
 EMPTY_KEY = "0"  # Drain3 cluster ids start at 1; numeric so learn files stay valid train input
 EMPTY_TEMPLATE = "<empty>"
 DEFAULT_MAX_LINE_CHARS = 8192
 STATE_FORMAT = "otel-logbert/drain-state"
 STATE_VERSION = 1
-MASK_PREFIX, MASK_SUFFIX = "<", ">"
-# Caches are cleared when they reach these sizes; both only hold what can be recomputed.
-TOKEN_CACHE_SIZE = 200_000
+# Cleared when it reaches this size; it only holds what can be recomputed.
 SHAPE_CACHE_SIZE = 100_000
 
-_SURROGATES = re.compile("[\ud800-\udfff]")
 
-
-@dataclass(frozen=True)
-class ParseResult:
+class ParseResult(NamedTuple):
     """The outcome of parsing one message.
 
     ``key``: the cluster id as a string (``EMPTY_KEY`` for an empty body); ``template``: the cluster's
@@ -102,11 +96,9 @@ class LogParser:
 
         self.miner = TemplateMiner(config=self.miner_config())
         self.drain: Drain = self.miner.drain
-        split = split_for_tokens(self.rules)
-        self._line_rules = split.line
-        self._token_rules = split.token
-        self._token_cache: dict[str, str] = {}
-        self._shape_cache: dict[tuple[str, ...], int] = {}
+        self.masker = Masker(self.mask_spec())
+        self._shape_cache: dict[str, int] = {}  # masked text -> cluster id
+        self._keys: dict[int, str] = {}  # cluster id -> key: one str per key, however many records
         self.revision = 0
 
     def miner_config(self) -> TemplateMinerConfig:
@@ -123,39 +115,48 @@ class LogParser:
 
     # --- parsing ------------------------------------------------------------------------------------
 
+    def mask_spec(self) -> MaskSpec:
+        """What masking depends on, as picklable data (for ``parsing.worker``)."""
+        return MaskSpec.of(self.rules, self.max_line_chars, self.extra_delimiters)
+
     def parse(self, text: str | bytes) -> ParseResult:
         """Key of ``text``, learning from it: may create a cluster or generalise a template. Never raises."""
-        tokens, truncated = self._tokens(text)
-        if not tokens:
+        masked, truncated = self.masker.masked(text)
+        return self.parse_masked(masked, truncated)
+
+    def parse_masked(self, masked: str, truncated: bool = False) -> ParseResult:
+        """``parse`` for a message already masked (``Masker.masked`` with this parser's
+        ``mask_spec``, possibly in another process): the cheap half that reads and changes Drain."""
+        if not masked:
             return ParseResult(EMPTY_KEY, EMPTY_TEMPLATE, truncated, False)
-        cluster = self._cached_cluster(tokens)
+        cluster = self._cached_cluster(masked)
         if cluster is not None:
             cluster.size += 1
-            return ParseResult(str(cluster.cluster_id), cluster.get_template(), truncated, False)
-        cluster, change = self.drain.add_log_message(" ".join(tokens))
+            return ParseResult(self._key(cluster.cluster_id), cluster.get_template(), truncated, False)
+        cluster, change = self.drain.add_log_message(masked)
         if change != "none":
             self.revision += 1
-        self._remember_shape(tokens, cluster)
+        self._remember_shape(masked, cluster)
         return ParseResult(
-            str(cluster.cluster_id), cluster.get_template(), truncated, change == "cluster_created"
+            self._key(cluster.cluster_id), cluster.get_template(), truncated, change == "cluster_created"
         )
 
     def match(self, text: str | bytes) -> ParseResult | None:
         """Key of ``text`` from the known templates only, or ``None``; never changes the parser."""
-        tokens, truncated = self._tokens(text)
-        if not tokens:
+        masked, truncated = self.masker.masked(text)
+        if not masked:
             return ParseResult(EMPTY_KEY, EMPTY_TEMPLATE, truncated, False)
-        cluster = self._cached_cluster(tokens)
+        cluster = self._cached_cluster(masked)
         if cluster is None:
-            cluster = self.drain.match(" ".join(tokens), full_search_strategy="fallback")
+            cluster = self.drain.match(masked, full_search_strategy="fallback")
             if cluster is None:
                 return None
-            self._remember_shape(tokens, cluster)
-        return ParseResult(str(cluster.cluster_id), cluster.get_template(), truncated, False)
+            self._remember_shape(masked, cluster)
+        return ParseResult(self._key(cluster.cluster_id), cluster.get_template(), truncated, False)
 
     def mask(self, text: str) -> str:
         """``text`` masked by this parser's rules, tokens joined by single spaces (for inspection)."""
-        return " ".join(self._tokens(text)[0])
+        return self.masker.masked(text)[0]
 
     @property
     def cluster_count(self) -> int:
@@ -165,37 +166,17 @@ class LogParser:
         """Every key with its current template."""
         return {str(c.cluster_id): c.get_template() for c in self.drain.clusters}
 
-    def _tokens(self, text: str | bytes) -> tuple[list[str], bool]:
-        """Masked Drain tokens of ``text`` and whether it was truncated."""
-        if isinstance(text, (bytes, bytearray)):
-            text = bytes(text).decode("utf-8", errors="replace")
-        elif not isinstance(text, str):
-            text = str(text)
-        truncated = len(text) > self.max_line_chars
-        if truncated:
-            text = text[: self.max_line_chars]
-        if not text.isascii():
-            text = _SURROGATES.sub("\ufffd", text)
-        for rule in self._line_rules:
-            text = rule.mask(text, MASK_PREFIX, MASK_SUFFIX)
-        cache = self._token_cache
-        masked = []
-        for token in text.split():
-            out = cache.get(token)
-            if out is None:
-                out = token
-                for rule in self._token_rules:
-                    out = rule.mask(out, MASK_PREFIX, MASK_SUFFIX)
-                if len(cache) >= TOKEN_CACHE_SIZE:
-                    cache.clear()
-                cache[token] = out
-            masked.append(out)
-        if self.extra_delimiters:
-            return self.drain.get_content_as_tokens(" ".join(masked)), truncated
-        return masked, truncated
+    def _key(self, cluster_id: int) -> str:
+        """The key of a cluster id: one shared str per key, however many records carry it."""
+        key = self._keys.get(cluster_id)
+        if key is None:
+            if len(self._keys) >= SHAPE_CACHE_SIZE:
+                self._keys.clear()
+            key = self._keys[cluster_id] = str(cluster_id)
+        return key
 
-    def _cached_cluster(self, tokens: list[str]) -> LogCluster | None:
-        cluster_id = self._shape_cache.get(tuple(tokens))
+    def _cached_cluster(self, masked: str) -> LogCluster | None:
+        cluster_id = self._shape_cache.get(masked)
         if cluster_id is None:
             return None
         clusters = self.drain.id_to_cluster
@@ -203,10 +184,10 @@ class LogParser:
         # evicted cluster gives None.
         return clusters.get(cluster_id) if isinstance(clusters, dict) else clusters[cluster_id]
 
-    def _remember_shape(self, tokens: list[str], cluster: LogCluster) -> None:
+    def _remember_shape(self, masked: str, cluster: LogCluster) -> None:
         if len(self._shape_cache) >= SHAPE_CACHE_SIZE:
             self._shape_cache.clear()
-        self._shape_cache[tuple(tokens)] = cluster.cluster_id
+        self._shape_cache[masked] = cluster.cluster_id
 
     # --- persistence --------------------------------------------------------------------------------
 

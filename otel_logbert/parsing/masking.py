@@ -26,6 +26,27 @@ class TokenMaskingInstruction(MaskingInstruction):
     """A ``MaskingInstruction`` whose matches stay inside one whitespace-separated token."""
 
 
+class GatedMaskingInstruction(MaskingInstruction):
+    """A line-level rule with a cheap necessary condition checked first: every match contains one of
+    the substrings ``needs`` and, when given, a match of ``needs_pattern`` (a simpler regex). Most
+    lines fail it and skip the costly regex; the result is the same as without the gate."""
+
+    def __init__(self, pattern: str, mask_with: str, needs: tuple[str, ...], needs_pattern: str | None = None):
+        super().__init__(pattern, mask_with)
+        self.needs = needs
+        self.needs_pattern = re.compile(needs_pattern) if needs_pattern else None
+
+    def mask(self, content: str, mask_prefix: str, mask_suffix: str) -> str:
+        for needed in self.needs:
+            if needed in content:
+                break
+        else:
+            return content
+        if self.needs_pattern is not None and self.needs_pattern.search(content) is None:
+            return content
+        return super().mask(content, mask_prefix, mask_suffix)
+
+
 # Boundaries: a variable starts where the previous character is not part of a word, and ends where
 # the next one is not. Whitespace, start and end of text all count as boundaries.
 _B = r"(?<![A-Za-z0-9_])"  # left boundary
@@ -40,15 +61,18 @@ def _t(pattern: str, mask_with: str) -> TokenMaskingInstruction:
 # --- rules shared by the presets (token-local unless noted) -----------------------------------------
 
 # Line-level: timestamps spelled with spaces, "Sun Jul 24 02:38:22 2005", "2017-05-16 00:00:00.008".
-DATETIME_WITH_SPACES = MaskingInstruction(
+DATETIME_WITH_SPACES = GatedMaskingInstruction(
     r"\b(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) )?(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
     r" +\d{1,2} \d{2}:\d{2}:\d{2}(?: \d{4})?\b"
     r"|\b\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:[.,]\d+)?\b",
     "TIME",
+    needs=(":",),
+    needs_pattern=r"\d:\d\d:\d\d",  # both alternatives hold hh:mm:ss
 )
 # Line-level: data sizes, "9.2 KB", "2034 bytes (1.98 KB)", "67108864 bytes".
-DATA_SIZE = MaskingInstruction(
-    r"(?<![\w.])\d+(?:\.\d+)? ?(?:[KMGTP]i?B|B|bytes)\b(?: \(\d+(?:\.\d+)? ?[KMGTP]i?B\))?", "SIZE"
+DATA_SIZE = GatedMaskingInstruction(
+    r"(?<![\w.])\d+(?:\.\d+)? ?(?:[KMGTP]i?B|B|bytes)\b(?: \(\d+(?:\.\d+)? ?[KMGTP]i?B\))?", "SIZE",
+    needs=("B", "bytes"),
 )
 ISO_TIMESTAMP = _t(
     rf"{_B}\d{{4}}-\d{{2}}-\d{{2}}[T_-]\d{{2}}[:.]\d{{2}}[:.]\d{{2}}(?:[.,]\d+)?(?:Z|[+-]\d{{2}}:?\d{{2}})?{_E}",
@@ -83,7 +107,9 @@ OPENSTACK_REQUEST = _t(rf"{_B}req-{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}
 # Kubernetes pod names: <deployment>-<replicaset hash>-<5 chars>.
 K8S_POD = _t(r"\b[a-z0-9](?:[-a-z0-9]*[a-z0-9])?-[a-z0-9]{8,10}-[a-z0-9]{5}\b", "POD")
 # Line-level, Proxifier: "lifetime <1 sec", "lifetime 00:39".
-PROXY_LIFETIME = MaskingInstruction(r"(?<=lifetime )(?:<\d+ sec|\d+(?::\d+)+)", "DURATION")
+PROXY_LIFETIME = GatedMaskingInstruction(
+    r"(?<=lifetime )(?:<\d+ sec|\d+(?::\d+)+)", "DURATION", needs=("lifetime ",)
+)
 # Proxifier: any host name with a port, "wpad:80", "BAYMSGR2012806.gateway.messenger.live.com:443".
 PROXY_ENDPOINT = _t(r"(?<![\w.])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*:\d{1,5}(?![\w.])", "ADDR")
 

@@ -121,7 +121,7 @@ class ScoringLoop:
 
 
 def _record_count(session: Session) -> int:
-    return len(session.records)
+    return session.n_records
 
 
 def _one_line(exc: BaseException) -> str:

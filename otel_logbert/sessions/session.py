@@ -76,11 +76,35 @@ class OriginTable:
         return len(self._table)
 
 
-class Record:
-    """One log record held by the sidecar.
+class LogKey(str):
+    """A log key (equal to, and hashing as, the plain ``str`` key, so it works wherever a key does)
+    that also carries ``attr``: the serialized attributes every record parsed to this key with this
+    template gets (``log.record.template``, plus the truncation flag for a truncated body). A lane
+    interns one per key and template, so a session holds the attribute once, not a copy per record.
+    """
 
-    ``data``: the serialized ``LogRecord`` as received, minus any attributes the sidecar owns, plus
-    the ``log.record.template`` attribute. ``pos``: the index of its key in its session's ``keys``.
+    attr: bytes
+
+    def __new__(cls, key: str, attr: bytes) -> LogKey:
+        self = super().__new__(cls, key)
+        self.attr = attr
+        return self
+
+    def __getnewargs__(self) -> tuple[str, bytes]:  # type: ignore[override]
+        return str(self), self.attr
+
+
+def key_attr(key: str) -> bytes:
+    """The attributes a record takes from its log key: ``LogKey.attr``, nothing for a plain ``str``."""
+    return key.attr if isinstance(key, LogKey) else b""
+
+
+class Record:
+    """One log record as handed to and out of a ``Session`` (which stores it more compactly).
+
+    ``data``: the serialized ``LogRecord`` as received, minus any attributes the sidecar owns; the
+    record's key's attributes (``key_attr``: ``log.record.template``) are appended by the session
+    when it hands the record out. ``pos``: the index of its key in its session's ``keys``.
     ``ticket``: where the persistent queue holds it (``sidecar.wal``; 0 without persistence).
     """
 
@@ -93,15 +117,24 @@ class Record:
         self.ticket = ticket
 
 
+Stored = tuple[Origin, bytes, bytes, int, int]  # origin, data, key attributes, pos, ticket
+
+
 class Session:
     """An open (then closed) session: the log keys of its records and the records.
 
     While open, ``keys`` are in arrival order. ``times`` (filled only when the store orders by time,
-    else empty) holds one unix-nano timestamp per key; ``in_order`` is False once a key arrived with
+    else empty) holds one unix-nano timestamp per key, from the first timed key on (empty while
+    none has a timestamp: they would all be 0); ``in_order`` is False once a key arrived with
     an earlier timestamp than the one before it. ``order_by_time`` puts a closed session in
-    timestamp order. ``keys`` may be longer than ``records``: in sliding windows a record's key also
+    timestamp order. ``keys`` may be longer than the records: in sliding windows a record's key also
     joins the overlapping windows that do not own the record. ``closed_by`` says why it closed:
     inactivity, max_length, max_age, memory_cap or shutdown.
+
+    Records are stored compactly, since a sidecar may hold millions: their bytes back to back in one
+    ``bytearray``, each preceded by its length as a protobuf varint; one shared origin while they
+    all have the same; positions and tickets only once one differs from the default (record ``i`` at
+    key ``i``, ticket 0). ``records`` rebuilds ``Record`` objects; ``stored`` is the cheap view.
     """
 
     __slots__ = (
@@ -112,7 +145,12 @@ class Session:
         "keys",
         "times",
         "in_order",
-        "records",
+        "n_records",
+        "_blob",
+        "_origin",
+        "_origins",
+        "_pos",
+        "_tickets",
         "opened",
         "last",
         "trace_id",
@@ -130,9 +168,14 @@ class Session:
         self.serial = serial
         self.lane = lane
         self.keys: list[str] = []
-        self.times = array("Q")  # per key, unix nanos (see the class docstring)
+        self.times: array | tuple[()] = ()  # per key, unix nanos (see the class docstring)
         self.in_order = True
-        self.records: list[Record] = []
+        self.n_records = 0
+        self._blob = bytearray()  # per record: varint length, serialized LogRecord
+        self._origin: Origin | None = None  # every record's origin while _origins is None
+        self._origins: list[Origin] | None = None  # per record, once two differ
+        self._pos: array | None = None  # per record, once one is not at key index == record index
+        self._tickets: array | None = None  # per record, once one is not 0
         self.opened = now
         self.last = now
         self.trace_id: bytes = b""
@@ -161,23 +204,27 @@ class Session:
         key (an untimed key takes the timestamp of the key before it, so it stays where it arrived).
         An owned record may become the lead record: the first to arrive or, with ``by_time``, the
         earliest timed one; its service (from its origin), trace id and span id are the session's.
-        A session whose lead has no span id takes the first span id that arrives.
+        A session whose lead has no span id takes the first span id that arrives. The session keeps
+        ``record``'s fields, not the object.
         """
         self.last = now
         if by_time:
             times = self.times
-            key_ts = ts
             if times:
                 if not ts:
-                    key_ts = times[-1]
-                elif ts < times[-1]:
-                    self.in_order = False
-            times.append(key_ts)
+                    ts_key = times[-1]
+                else:
+                    ts_key = ts
+                    if ts < times[-1]:
+                        self.in_order = False
+                times.append(ts_key)
+            elif ts:  # the first timed key: every key before it is untimed, so 0
+                self.times = times = array("Q", bytes(8 * len(self.keys)))
+                times.append(ts)
         if record is not None:
-            record.pos = len(self.keys)
-            self.records.append(record)
+            self._store(record, len(self.keys))
             has_span = bool(span_id) and span_id != NO_SPAN_ID
-            if len(self.records) == 1 or (by_time and 0 < ts < self.first_ts):
+            if self.n_records == 1 or (by_time and 0 < ts < self.first_ts):
                 self.first_ts = ts
                 self.service = record.origin.service
                 self.trace_id = trace_id
@@ -188,6 +235,97 @@ class Session:
             if ts > self.last_ts:
                 self.last_ts = ts
         self.keys.append(log_key)
+
+    def _store(self, record: Record, pos: int) -> None:
+        n = self.n_records
+        if pos != n or self._pos is not None:
+            self._note_pos(n, pos)
+        origin = record.origin
+        if origin is not self._origin or self._origins is not None:
+            self._note_origin(n, origin)
+        if record.ticket or self._tickets is not None:
+            self._note_ticket(n, record.ticket)
+        blob, data = self._blob, record.data
+        size = len(data)
+        while size > 0x7F:
+            blob.append((size & 0x7F) | 0x80)
+            size >>= 7
+        blob.append(size)
+        blob += data
+        self.n_records = n + 1
+
+    def _note_pos(self, n: int, pos: int) -> None:
+        if self._pos is None:
+            self._pos = array("I", range(n))
+        self._pos.append(pos)
+
+    def _note_origin(self, n: int, origin: Origin) -> None:
+        if self._origins is not None:
+            self._origins.append(origin)
+        elif n == 0:
+            self._origin = origin
+        else:
+            self._origins = [self._origin] * n + [origin]  # type: ignore[list-item]
+
+    def _note_ticket(self, n: int, ticket: int) -> None:
+        if self._tickets is None:
+            self._tickets = array("Q", bytes(8 * n))
+        self._tickets.append(ticket)
+
+    def stored(self) -> list[Stored]:
+        """Every record as ``(origin, data, key attributes, pos, ticket)``, in order: ``data`` without
+        the attributes of its key (``key_attr(keys[pos])``), which a forwarded record gets after it."""
+        out: list[Stored] = []
+        blob = bytes(self._blob)  # one copy, so each record below is one slice
+        keys, origins, pos_of, tickets = self.keys, self._origins, self._pos, self._tickets
+        origin = self._origin
+        at = 0
+        for i in range(self.n_records):
+            size = blob[at]
+            at += 1
+            if size > 0x7F:  # a longer varint (records of 128 bytes or more)
+                size &= 0x7F
+                shift = 7
+                while True:
+                    byte = blob[at]
+                    at += 1
+                    size |= (byte & 0x7F) << shift
+                    if byte < 0x80:
+                        break
+                    shift += 7
+            pos = pos_of[i] if pos_of is not None else i
+            key = keys[pos]
+            out.append((
+                origins[i] if origins is not None else origin,  # type: ignore[arg-type]
+                blob[at : at + size],
+                key.attr if isinstance(key, LogKey) else b"",
+                pos,
+                tickets[i] if tickets is not None else 0,
+            ))
+            at += size
+        return out
+
+    @property
+    def records(self) -> list[Record]:
+        """The records, rebuilt (``data`` with its key's attributes appended). Use ``n_records`` to
+        count them and ``stored`` on hot paths."""
+        return [Record(data + attr, origin, pos, ticket) for origin, data, attr, pos, ticket in self.stored()]
+
+    @records.setter
+    def records(self, records: list[Record]) -> None:
+        """Replace the records (their ``data`` kept as is, ``pos`` as given)."""
+        self._clear()
+        for record in records:
+            self._store(record, record.pos)
+
+    def tickets(self) -> list[int]:
+        """Every record's ticket, in order."""
+        return list(self._tickets) if self._tickets is not None else [0] * self.n_records
+
+    def _clear(self) -> None:
+        self.n_records = 0
+        self._blob = bytearray()
+        self._origin = self._origins = self._pos = self._tickets = None
 
     def close(self, reason: str, now: float, by_time: bool) -> None:
         """Mark the session closed (``closed_by``: inactivity, max_length, max_age, memory_cap or
@@ -201,9 +339,14 @@ class Session:
         """Set the session key's text (hex trace id, attribute values...) used in ``id``."""
         self.label = label
 
+    def drop_records(self) -> None:
+        """Let go of the records (handed on already, e.g. via ``stored``); the session keeps its keys."""
+        self._clear()
+
     def take_records(self) -> list[Record]:
         """Hand over the records (to the forward queue); the session keeps its keys only."""
-        records, self.records = self.records, []
+        records = self.records
+        self._clear()
         return records
 
     @property
@@ -212,7 +355,7 @@ class Session:
         return f"{self.label}/{self.serial:x}"
 
     def order_by_time(self) -> None:
-        """Sort ``keys`` (and ``times``, ``records``) by timestamp; equal timestamps keep their
+        """Sort ``keys`` (and ``times``, the records) by timestamp; equal timestamps keep their
         arrival order. Each record's ``pos`` is moved with its key, so per-key evidence computed on
         the sorted ``keys`` lands on the record it belongs to. A no-op when the keys arrived in
         order (the common case: no sort, no copy) or when ``times`` was not filled."""
@@ -223,16 +366,19 @@ class Session:
         new_pos = [0] * len(order)
         for new, old in enumerate(order):
             new_pos[old] = new
+        stored = self.stored()
         self.keys = [self.keys[old] for old in order]
         self.times = array("Q", (times[old] for old in order))
-        for record in self.records:
-            record.pos = new_pos[record.pos]
-        self.records.sort(key=_record_pos)
+        moved = sorted(((new_pos[pos], origin, data, ticket) for origin, data, _, pos, ticket in stored),
+                       key=_first)
+        self._clear()
+        for pos, origin, data, ticket in moved:
+            self._store(Record(data, origin, pos, ticket), pos)
         self.in_order = True
 
 
-def _record_pos(record: Record) -> int:
-    return record.pos
+def _first(item: tuple) -> int:
+    return item[0]
 
 
 @dataclass(frozen=True)

@@ -29,17 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from otel_logbert.otlp.codec import attributes_bytes
-from otel_logbert.parsing.drain import LogParser
+from otel_logbert.parsing.drain import LogParser, ParseResult
+from otel_logbert.parsing.masker import MaskSpec
 from otel_logbert.parsing.persistence import FilePersistence, ParserPersister
 from otel_logbert.parsing.semantic import SemanticKeyMapper
 from otel_logbert.parsing.vocabulary import UNK_ID, Vocabulary
+from otel_logbert.parsing.worker import MaskingWorker, WorkerUnavailable
 from otel_logbert.scoring.base import Scorer, SessionScore
 from otel_logbert.scoring.thresholds import ThresholdPolicy
-from otel_logbert.sessions.session import Session, Verdict
+from otel_logbert.sessions.session import LogKey, Session, Verdict
 
 # Parsed texts remembered per lane (text -> key); cleared when full. Identical bodies are common
-# (health checks, fixed messages), and a hit skips tokenising and masking entirely.
-TEXT_CACHE_SIZE = 100_000
+# (health checks, fixed messages), and a hit skips tokenising and masking entirely. The repeated
+# bodies are few, so a small bound keeps them while unique bodies (ids in them) cost little memory.
+TEXT_CACHE_SIZE = 20_000
 DEFAULT_LANE = "default"
 TRUNCATED_SUFFIX = "body_truncated"  # <attributes.prefix>.body_truncated, on records parsed truncated
 
@@ -63,7 +66,11 @@ class Lane:
     key_mapper: SemanticKeyMapper | None = None  # unseen keys mapped by meaning (parsing.semantic_mapping)
     truncated_attribute: str = f"log.anomaly.{TRUNCATED_SUFFIX}"
     _cache: dict[bytes | str, str] = field(default_factory=dict, repr=False)
-    _templates: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)
+    # key -> (its current template, the LogKey carrying that template's attribute)
+    _templates: dict[str, tuple[str, LogKey]] = field(default_factory=dict, repr=False)
+    # masks large batches in another process (``parse_many``); None: everything is parsed here
+    masking_worker: MaskingWorker | None = field(default=None, repr=False)
+    _mask_spec: MaskSpec | None = field(default=None, repr=False)
     # the parser's one persister: ``state_file`` here, learn mode adds its own file (sessions.learn)
     persister: ParserPersister = field(init=False, repr=False)
 
@@ -71,25 +78,68 @@ class Lane:
         handlers = (FilePersistence(self.state_file),) if self.state_file is not None else ()
         self.persister = ParserPersister(self.parser, handlers)
 
-    def parse(self, text: bytes | str) -> tuple[str, bytes]:
+    def parse(self, text: bytes | str) -> tuple[LogKey, bytes]:
         """Log key of ``text`` and the serialized attributes to append: ``log.record.template``, plus
-        the truncation flag when ``text`` was cut for parsing (such texts are not cached)."""
+        the truncation flag when ``text`` was cut for parsing (such texts are not cached). The key is
+        a ``LogKey`` whose ``attr`` is those attributes, shared by every record with that key and
+        template (a session holds it once, not per record)."""
         key = self._cache.get(text)
         if key is None:
-            result = self.parser.parse(text)
-            key = result.key
-            known = self._templates.get(key)
-            if known is None or known[0] != result.template:
-                encoded = attributes_bytes([(self.template_attribute, result.template)])
-                self._templates[key] = (result.template, encoded)
-            if self.key_mapper is not None:
-                self.key_mapper.observe(key, result.template)
-            if result.truncated:
-                return key, self._templates[key][1] + attributes_bytes([(self.truncated_attribute, True)])
-            if len(self._cache) >= TEXT_CACHE_SIZE:
-                self._cache.clear()
-            self._cache[text] = key
-        return key, self._templates[key][1]
+            return self._parsed(text, self.parser.parse(text))
+        log_key = self._templates[key][1]
+        return log_key, log_key.attr
+
+    async def parse_many(self, texts: list[bytes | str]) -> list[tuple[LogKey, bytes]]:
+        """``parse`` of every text, in order. Where the lane has a ``masking_worker`` and enough
+        texts miss the cache, they are masked in a worker process meanwhile (the event loop runs
+        other tasks), then looked up and mined here, in order: the lane's one Drain state."""
+        worker = self.masking_worker
+        cache = self._cache
+        misses = list(dict.fromkeys(text for text in texts if text not in cache)) if worker is not None else []
+        if worker is None or not worker.offloads(len(misses)):
+            return [self.parse(text) for text in texts]
+        try:
+            masked = await worker.masked_many(self.mask_spec, misses)
+        except WorkerUnavailable:
+            return [self.parse(text) for text in texts]
+        parse_masked, templates = self.parser.parse_masked, self._templates
+        masked_of = dict(zip(misses, masked, strict=True))
+        out = []
+        for text in texts:
+            key = cache.get(text)
+            if key is not None:
+                log_key = templates[key][1]
+                out.append((log_key, log_key.attr))
+                continue
+            found = masked_of.get(text)  # None: a hit when the batch was sent, the cache cleared since
+            out.append(self._parsed(text, parse_masked(*found) if found is not None else self.parser.parse(text)))
+        return out
+
+    def _parsed(self, text: bytes | str, result: ParseResult) -> tuple[LogKey, bytes]:
+        """``parse``'s answer for ``text`` just parsed: templates, the semantic mapper and the
+        text cache learn from it."""
+        key = result.key
+        known = self._templates.get(key)
+        if known is None or known[0] != result.template:
+            encoded = attributes_bytes([(self.template_attribute, result.template)])
+            self._templates[key] = known = (result.template, LogKey(key, encoded))
+        if self.key_mapper is not None:
+            self.key_mapper.observe(key, result.template)
+        log_key = known[1]
+        if result.truncated:
+            truncated = LogKey(key, log_key.attr + attributes_bytes([(self.truncated_attribute, True)]))
+            return truncated, truncated.attr
+        if len(self._cache) >= TEXT_CACHE_SIZE:
+            self._cache.clear()
+        self._cache[text] = key
+        return log_key, log_key.attr
+
+    @property
+    def mask_spec(self) -> MaskSpec:
+        spec = self._mask_spec
+        if spec is None:
+            spec = self._mask_spec = self.parser.mask_spec()
+        return spec
 
     def template(self, key: str) -> str:
         """The current template of ``key`` (the key itself if this lane never saw it)."""
@@ -144,10 +194,14 @@ class Lane:
 class Router:
     """``service.name`` -> lane; unknown services go to lane 0 (the default)."""
 
-    def __init__(self, lanes: list[Lane], by_service: dict[str, Lane]) -> None:
+    def __init__(
+        self, lanes: list[Lane], by_service: dict[str, Lane], masking_worker: MaskingWorker | None = None
+    ) -> None:
+        """``masking_worker``: the worker the lanes share (``Lane.masking_worker``); closed with them."""
         self.lanes = lanes
         self.default = lanes[0]
         self._by_service = by_service
+        self.masking_worker = masking_worker
 
     def lane_for(self, service: str) -> Lane:
         return self._by_service.get(service, self.default)
@@ -155,3 +209,5 @@ class Router:
     def close(self) -> None:
         for lane in self.lanes:
             lane.close()
+        if self.masking_worker is not None:
+            self.masking_worker.close()

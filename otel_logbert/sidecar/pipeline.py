@@ -211,27 +211,35 @@ class Pipeline:
             for sl in rl.scope_logs:
                 scope = sl.scope.SerializeToString() if sl.HasField("scope") else None
                 origin = self.origins.get(resource, rl.schema_url, scope, sl.schema_url, service)
+                parsed = None
+                if lane.masking_worker is not None:  # parse the scope first: it may be masked in a worker
+                    first = taken  # records settled before a restart are neither parsed nor taken
+                    texts = [self.field_text(rec) for i, rec in enumerate(sl.log_records)
+                             if not (base and skip is not None and first + i in skip)]
+                    parsed = zip(texts, await lane.parse_many(texts), strict=True)
                 for rec in sl.log_records:
                     if base:
                         record_ticket = base + taken
                         if skip is not None and taken in skip:
                             taken += 1
                             continue
+                    if parsed is None:  # parsed here, between the yields below
+                        text = self.field_text(rec)
+                        log_key, template_attr = lane.parse(text)
+                    else:
+                        text, (log_key, template_attr) = next(parsed)
                     taken += 1
                     if taken % YIELD_EVERY == 0:
                         self._hand_on(unsessioned, closed, now)
                         unsessioned, closed = [], []
                         await asyncio.sleep(0)
                         now = time.monotonic()
-                    text = self.field_text(rec)
-                    log_key, template_attr = lane.parse(text)
-                    data = annotator.record_bytes(rec) + template_attr
+                    data = annotator.record_bytes(rec)  # the session appends template_attr (log_key.attr)
                     str_text = (text if isinstance(text, str) else text_of(text)) if rule.needs_text else ""
                     placements = rule.placements(rec, resource_attrs, str_text, now_unix)
                     if not placements:
-                        unsessioned.append(
-                            (origin, data, annotator.unsessioned(rule.reason_missing), mark, record_ticket)
-                        )
+                        unsessioned.append((origin, data + template_attr, annotator.unsessioned(rule.reason_missing),
+                                            mark, record_ticket))
                         continue
                     ts = rec.time_unix_nano or rec.observed_time_unix_nano
                     store.place(
@@ -274,7 +282,7 @@ class Pipeline:
         for reason, n in by_reason.items():
             self.metrics.sessions_closed.add(n, {"reason": reason})
         # Sessions with no records of their own (sliding-window spill-overs) have nothing to annotate.
-        self.scoring.submit([s for s in sessions if s.records])
+        self.scoring.submit([s for s in sessions if s.n_records])
 
     def _on_scored(self, sessions: list[Session], verdicts: list[Verdict]) -> None:
         """Annotate scored sessions' records, emit their spans, queue the records for forwarding."""
@@ -286,13 +294,13 @@ class Pipeline:
                 verdict = dataclasses.replace(verdict, reason=RESTART)
             annotated = self.annotator.annotate(session, verdict)
             items.extend(
-                (origin, data, suffix, mark, record.ticket)
-                for (origin, data, suffix), record in zip(annotated, session.records, strict=True)
+                (origin, data, suffix, mark, record_ticket)
+                for (origin, data, suffix), record_ticket in zip(annotated, session.tickets(), strict=True)
             )
             if verdict.status == STATUS_SCORED:
                 anomalous += bool(verdict.is_anomaly)
                 self._emit_span(session, verdict)
-            session.take_records()  # the forward queue holds them now
+            session.drop_records()  # the forward queue holds them now
         self.forwarder.put(items)
         if anomalous:
             self.metrics.sessions_anomalous.add(anomalous)

@@ -27,6 +27,7 @@ from otel_logbert.otlp.telemetry import Metrics
 from otel_logbert.otlp.tls import ClientTls
 from otel_logbert.parsing.drain import LogParser
 from otel_logbert.parsing.semantic import ENCODER_PACKAGE, MiniLMEncoder, SemanticKeyMapper, index_factory_for
+from otel_logbert.parsing.worker import MaskingWorker
 from otel_logbert.scoring.base import Scorer
 from otel_logbert.scoring.cache import DEFAULT_CACHE_KEYS, CachedScorer, CacheStats
 from otel_logbert.scoring.thresholds import DynamicThresholdPolicy, StaticThreshold, ThresholdPolicy
@@ -133,6 +134,7 @@ def build_router(config: SidecarConfig) -> Router:
 
     lanes: list[Lane] = []
     by_service: dict[str, Lane] = {}
+    worker = MaskingWorker(parsing.workers) if parsing.workers else None
     bundles: dict[str, Bundle] = {}
     for index, ((bundle_path, masking), lane_services) in enumerate(pairs.items()):
         name = DEFAULT_LANE if index == 0 else _lane_name(bundle_path, masking, lanes)
@@ -152,6 +154,7 @@ def build_router(config: SidecarConfig) -> Router:
             state_file=state_file,
             services=lane_services,
             truncated_attribute=f"{config.attributes.prefix}.{TRUNCATED_SUFFIX}",
+            masking_worker=worker,
         )
         if bundle is not None and config.scoring_enabled:  # learn-only lanes use the bundle's parser only
             lane.scorer = _scorer(config, bundle)
@@ -164,7 +167,7 @@ def build_router(config: SidecarConfig) -> Router:
         lanes.append(lane)
         for service in lane_services:
             by_service[service] = lane
-    return Router(lanes, by_service)
+    return Router(lanes, by_service, worker)
 
 
 def _lane_name(bundle: str | None, masking: str, lanes: list[Lane]) -> str:

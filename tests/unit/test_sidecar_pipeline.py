@@ -273,6 +273,40 @@ def test_regex_sessions_on_hdfs_block_ids(otlp_sink: OtlpSink, rule_bundle: Path
     assert ids == {"blk_11", "blk_22"}
 
 
+def test_large_requests_are_masked_in_the_worker_process_in_order(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
+    """Requests of 64+ unseen bodies are masked by the ``parsing.workers`` process: every record
+    arrives once, in its session in the order sent, with the template the in-process parser gives."""
+    blocks = 20
+    lines = [(b, i, NORMAL_MESSAGES[i % 3].replace("blk_1", f"blk_{b}")) for i in range(6) for b in range(blocks)]
+    config = sidecar_config(otlp_sink.endpoint, rule_bundle, parsing={"workers": 1},
+                            sessions={"key": "regex", "regex": r"(blk_-?\d+)", "inactivity_timeout_s": 0.3})
+
+    async def scenario() -> tuple[list[Any], int]:
+        async with running_sidecar(config) as sidecar:
+            worker = sidecar.router.masking_worker
+            await send(sidecar, request([log(f"{text} #{i} round 0", b"") for _, i, text in lines]))
+            for _ in range(600):  # the first large request started the process; wait until it answers
+                if worker.offloads(999):
+                    break
+                await asyncio.sleep(0.05)
+            await send(sidecar, request([log(f"{text} #{i} round 1", b"") for _, i, text in lines]))
+            records = await wait(otlp_sink, 2 * len(lines))
+            return records, worker.batches
+
+    records, worker_batches = asyncio.run(scenario())
+    assert worker_batches >= 1
+    assert len(records) == 2 * len(lines)
+    bodies = [r.body.string_value for _, _, r in records]
+    assert sorted(bodies) == sorted(f"{text} #{i} round {n}" for n in (0, 1) for _, i, text in lines)
+    by_session: dict[str, list[str]] = {}
+    for _, _, r in records:
+        by_session.setdefault(attributes(r)["log.anomaly.session.id"], []).append(r.body.string_value)
+        assert attributes(r)["log.record.template"] == template_of(r.body.string_value)
+    for bodies_of_session in by_session.values():
+        order = [(body.endswith("round 1"), int(body.split("#")[1].split()[0])) for body in bodies_of_session]
+        assert order == sorted(order)  # as sent
+
+
 def test_max_length_and_shutdown_close_sessions(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
     config = sidecar_config(otlp_sink.endpoint, rule_bundle,
                             sessions={"max_length": 4, "inactivity_timeout_s": 60, "max_age_s": 600})
