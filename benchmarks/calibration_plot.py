@@ -22,7 +22,7 @@ from otel_logbert.bundle import load_bundle
 from otel_logbert.scoring.onnx import OnnxScorer
 from otel_logbert.training.calibration import pot_threshold
 from otel_logbert.training.data import read_sessions
-from otel_logbert.training.trainer import THRESHOLD_MARGIN
+from otel_logbert.training.trainer import with_margin
 
 TARGETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 
@@ -32,8 +32,7 @@ def thresholds(threshold: dict, targets: tuple[float, ...]) -> list[float]:
     scores, tail_q = np.array(threshold["validation_scores"]), float(threshold.get("tail_quantile", 0.98))
     out = []
     for target in targets:
-        value = pot_threshold(scores, target, tail_q).threshold
-        out.append(value + THRESHOLD_MARGIN * max(1.0, abs(value)))
+        out.append(with_margin(pot_threshold(scores, target, tail_q).threshold))
     return out
 
 

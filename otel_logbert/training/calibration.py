@@ -5,7 +5,7 @@ Rules (``training.calibration``):
 * ``auto`` (default): ``quantile`` when the validation split holds at least 1 / ``target_fpr`` sessions,
   ``pot`` when it would hold fewer (a small training set: every session then gets an out-of-fold score
   instead of a fifth of them a validation score). ``resolve`` says which.
-* ``pot`` (default): peaks over threshold, as in SPOT (Siffer et al., KDD 2017). The scores are the
+* ``pot``: peaks over threshold, as in SPOT (Siffer et al., KDD 2017). The scores are the
   out-of-fold scores of every normal training session (see ``trainer``). Exceedances over the
   ``tail_quantile`` quantile ``u`` are fitted with a generalized Pareto distribution (shape xi, scale
   sigma); the threshold for a false-alarm rate ``q`` is SPOT's
@@ -42,7 +42,8 @@ MIN_CHECKED_SESSIONS = 5
 
 @dataclass(frozen=True)
 class TailFit:
-    """How a ``pot`` threshold was found: ``rule`` is ``gpd``, ``empirical`` or ``max``."""
+    """How a ``pot`` threshold was found: ``rule`` is ``gpd``, ``empirical``, ``empirical (gpd rejected)``
+    or ``max``."""
 
     threshold: float
     rule: str

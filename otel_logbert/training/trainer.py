@@ -103,6 +103,11 @@ def _update_center(model: TrainableModel, chunks: Sequence[Sequence[int]], batch
     model.center.copy_(total / len(chunks))
 
 
+def with_margin(value: float) -> float:
+    """``value`` raised by the runtime-difference margin (``THRESHOLD_MARGIN``, relative above 1)."""
+    return value + THRESHOLD_MARGIN * max(1.0, abs(value))
+
+
 @dataclass
 class Fit:
     """One trained model and how it was trained."""
@@ -110,6 +115,7 @@ class Fit:
     model: TrainableModel
     epochs: int
     steps: int
+    chunks: int  # training chunks (sessions cut to max_len)
     losses: list[dict[str, float]]
     seconds: float
 
@@ -161,7 +167,7 @@ def _fit(
             if has_center:
                 _update_center(model, chunks, training["batch_size"])
     model.eval()
-    return Fit(model, n_epochs, n_epochs * steps_per_epoch, losses, time.perf_counter() - started)
+    return Fit(model, n_epochs, n_epochs * steps_per_epoch, len(chunks), losses, time.perf_counter() - started)
 
 
 def _scores(model: TrainableModel, model_name: str, vocab: Vocabulary, sessions: Sequence[Sequence[str]]) -> np.ndarray:
@@ -245,7 +251,7 @@ def _train_quantile(
     threshold = {
         # The margin covers runtime differences (PyTorch here, ONNX Runtime or Triton when serving agree
         # to PARITY_TOLERANCE): a normal session scoring exactly the quantile is never flagged by noise.
-        "threshold": value + THRESHOLD_MARGIN * max(1.0, abs(value)),
+        "threshold": with_margin(value),
         "calibration": training["calibration"],
         "method": "quantile of normal validation scores, plus a margin for runtime differences",
         "quantile": quantile,
@@ -260,7 +266,7 @@ def _train_quantile(
     }
     threshold["dtpm"] = fit_dtpm(val_scores, threshold["threshold"], tau=min(quantile, 0.999), seed=seed).to_json()
     split = {"train_sessions": len(train_sessions), "validation_sessions": len(val_sessions),
-             "train_chunks": len(to_chunks(train_sessions, vocab, fit.model.cfg.max_len))}
+             "train_chunks": fit.chunks}
     return fit, threshold, split
 
 
@@ -299,7 +305,7 @@ def _train_pot(
     tail = pot_threshold(out_of_fold, target, tail_quantile)
     value = tail.threshold
     threshold = {
-        "threshold": value + THRESHOLD_MARGIN * max(1.0, abs(value)),
+        "threshold": with_margin(value),
         "calibration": "pot",
         "method": f"peaks over threshold: generalized Pareto tail of {k}-fold out-of-fold normal scores at "
                   "target_fpr, plus a margin for runtime differences",
@@ -318,7 +324,7 @@ def _train_pot(
     }
     threshold["dtpm"] = fit_dtpm(out_of_fold, threshold["threshold"], tau=1.0 - target, seed=common["seed"]).to_json()
     split = {"train_sessions": len(sessions), "validation_sessions": 0, "out_of_fold_sessions": len(sessions),
-             "train_chunks": len(to_chunks(sessions, vocab, fit.model.cfg.max_len))}
+             "train_chunks": fit.chunks}
     return fit, threshold, split, fold_seconds
 
 
