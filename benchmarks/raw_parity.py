@@ -27,9 +27,7 @@ import random
 import re
 import subprocess
 import sys
-import threading
 import time
-from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -37,7 +35,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sidecar_throughput import RECORDS_PER_REQUEST, Sidecar, send_all  # noqa: E402
+from sidecar_throughput import RECORDS_PER_REQUEST, CountingSink, Sidecar, send_all  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -117,20 +115,13 @@ def render(sessions: list[tuple[str, list[str]]], lines_of: dict[int, list[str]]
     return out
 
 
-class VerdictSink:
-    """A downstream OTLP/gRPC receiver that keeps, per session id, the block and the verdict."""
+class VerdictSink(CountingSink):
+    """The throughput benchmark's OTLP/gRPC downstream, keeping per session id the block and the verdict."""
 
     def __init__(self) -> None:
-        self.records = 0
         self.sessions: dict[str, tuple[str, bool, float]] = {}  # session id -> (block, is_anomaly, score)
         self.status: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self.server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", -1)])
-        handler = grpc.unary_unary_rpc_method_handler(self._export)
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "opentelemetry.proto.collector.logs.v1.LogsService", {"Export": handler}),))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
+        super().__init__()  # starts the server: the fields above must exist first
 
     def _export(self, body: bytes, context: grpc.ServicerContext) -> bytes:
         request = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
@@ -148,15 +139,6 @@ class VerdictSink:
                         self.sessions[session] = (session.rsplit("/", 1)[0], attrs["log.anomaly.is_anomaly"].bool_value,
                                                   attrs["log.anomaly.score"].double_value)
         return b""
-
-    def wait_for(self, n: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self.records < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.records >= n
-
-    def stop(self) -> None:
-        self.server.stop(0)
 
 
 def requests_for(lines: list[str]) -> list[bytes]:
