@@ -23,6 +23,7 @@ A body longer than the parser's ``max_line_chars`` is parsed truncated; its reco
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,6 @@ from pathlib import Path
 
 from otel_logbert.otlp.codec import attributes_bytes
 from otel_logbert.parsing.drain import LogParser, ParseResult
-from otel_logbert.parsing.masker import MaskSpec
 from otel_logbert.parsing.persistence import FilePersistence, ParserPersister
 from otel_logbert.parsing.semantic import SemanticKeyMapper
 from otel_logbert.parsing.vocabulary import UNK_ID, Vocabulary
@@ -43,6 +43,7 @@ from otel_logbert.sessions.session import LogKey, Session, Verdict
 # (health checks, fixed messages), and a hit skips tokenising and masking entirely. The repeated
 # bodies are few, so a small bound keeps them while unique bodies (ids in them) cost little memory.
 TEXT_CACHE_SIZE = 20_000
+PARSE_YIELD_EVERY = 1024  # texts ``parse_many`` parses on the event loop between yields (as the pipeline)
 DEFAULT_LANE = "default"
 TRUNCATED_SUFFIX = "body_truncated"  # <attributes.prefix>.body_truncated, on records parsed truncated
 
@@ -70,7 +71,6 @@ class Lane:
     _templates: dict[str, tuple[str, LogKey]] = field(default_factory=dict, repr=False)
     # masks large batches in another process (``parse_many``); None: everything is parsed here
     masking_worker: MaskingWorker | None = field(default=None, repr=False)
-    _mask_spec: MaskSpec | None = field(default=None, repr=False)
     # the parser's one persister: ``state_file`` here, learn mode adds its own file (sessions.learn)
     persister: ParserPersister = field(init=False, repr=False)
 
@@ -92,16 +92,19 @@ class Lane:
     async def parse_many(self, texts: list[bytes | str]) -> list[tuple[LogKey, bytes]]:
         """``parse`` of every text, in order. Where the lane has a ``masking_worker`` and enough
         texts miss the cache, they are masked in a worker process meanwhile (the event loop runs
-        other tasks), then looked up and mined here, in order: the lane's one Drain state."""
+        other tasks), then looked up and mined here, in order: the lane's one Drain state. Otherwise
+        they are parsed here, yielding to the event loop every ``PARSE_YIELD_EVERY`` texts."""
         worker = self.masking_worker
+        if worker is None or worker.failed or len(texts) < worker.min_batch:
+            return await self._parse_here(texts)
         cache = self._cache
-        misses = list(dict.fromkeys(text for text in texts if text not in cache)) if worker is not None else []
-        if worker is None or not worker.offloads(len(misses)):
-            return [self.parse(text) for text in texts]
+        misses = list(dict.fromkeys(text for text in texts if text not in cache))
+        if not worker.offloads(len(misses)):
+            return await self._parse_here(texts)
         try:
-            masked = await worker.masked_many(self.mask_spec, misses)
+            masked = await worker.masked_many(self.parser.masker.spec, misses)
         except WorkerUnavailable:
-            return [self.parse(text) for text in texts]
+            return await self._parse_here(texts)
         parse_masked, templates = self.parser.parse_masked, self._templates
         masked_of = dict(zip(misses, masked, strict=True))
         out = []
@@ -113,6 +116,15 @@ class Lane:
                 continue
             found = masked_of.get(text)  # None: a hit when the batch was sent, the cache cleared since
             out.append(self._parsed(text, parse_masked(*found) if found is not None else self.parser.parse(text)))
+        return out
+
+    async def _parse_here(self, texts: list[bytes | str]) -> list[tuple[LogKey, bytes]]:
+        """``parse`` of every text on the event loop, which runs other tasks every ``PARSE_YIELD_EVERY``."""
+        out = []
+        for i, text in enumerate(texts, 1):
+            out.append(self.parse(text))
+            if i % PARSE_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         return out
 
     def _parsed(self, text: bytes | str, result: ParseResult) -> tuple[LogKey, bytes]:
@@ -133,13 +145,6 @@ class Lane:
             self._cache.clear()
         self._cache[text] = key
         return log_key, log_key.attr
-
-    @property
-    def mask_spec(self) -> MaskSpec:
-        spec = self._mask_spec
-        if spec is None:
-            spec = self._mask_spec = self.parser.mask_spec()
-        return spec
 
     def template(self, key: str) -> str:
         """The current template of ``key`` (the key itself if this lane never saw it)."""
