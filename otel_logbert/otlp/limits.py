@@ -47,20 +47,24 @@ class RequestLimits:
     max_key_bytes: int = 0
     max_value_bytes: int = 0
 
+    @property
+    def _inspect_over(self) -> int:
+        """The smaller size bound (0: none): a part encoded in fewer bytes cannot exceed either."""
+        sized = [b for b in (self.max_key_bytes, self.max_value_bytes) if b]
+        return min(sized) if sized else 0
+
     def check(self, request: Message) -> int:
         """The request's record count. Raises ``AttributeTooLarge`` or ``LimitExceeded``."""
         count = 0
         max_attributes = self.max_attributes
-        sized = [b for b in (self.max_key_bytes, self.max_value_bytes) if b]
-        inspect_over = min(sized) if sized else 0  # a part encoded in fewer bytes cannot exceed a bound
+        inspect_over = self._inspect_over
         for i, rl in enumerate(request.resource_logs):
             if max_attributes and len(rl.resource.attributes) > max_attributes:
                 raise LimitExceeded(
                     f"a resource has {len(rl.resource.attributes)} attributes, more than the "
                     f"{max_attributes} allowed (receivers.max_attributes_per_record)"
                 )
-            big = inspect_over and rl.ByteSize() > inspect_over
-            if big:
+            if inspect_over:
                 self._check_sizes(rl.resource.attributes, f"resource_logs[{i}].resource")
             for j, sl in enumerate(rl.scope_logs):
                 if max_attributes and len(sl.scope.attributes) > max_attributes:
@@ -77,7 +81,9 @@ class RequestLimits:
                             f"a log record has {widest} attributes, more than the {max_attributes} "
                             "allowed (receivers.max_attributes_per_record)"
                         )
-                if big and sl.ByteSize() > inspect_over:
+                # Each attribute and each record is measured once (``ByteSize`` encodes): gates on the
+                # resource or the scope as a whole would encode every record again for nothing.
+                if inspect_over:
                     where = f"resource_logs[{i}].scope_logs[{j}]"
                     self._check_sizes(sl.scope.attributes, f"{where}.scope")
                     for k, record in enumerate(records):
@@ -92,7 +98,7 @@ class RequestLimits:
 
     def _check_sizes(self, attributes: Sequence[Any], where: str) -> None:
         """Raise ``AttributeTooLarge`` for the first attribute of ``attributes`` over a size bound."""
-        inspect_over = min(b for b in (self.max_key_bytes, self.max_value_bytes) if b)
+        inspect_over = self._inspect_over
         for kv in attributes:
             if kv.ByteSize() <= inspect_over:
                 continue
