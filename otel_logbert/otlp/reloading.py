@@ -22,13 +22,12 @@ from otel_logbert.otlp.tls import ClientTls
 T = TypeVar("T")
 
 
-class _Current(Generic[T]):
+class _Current(Generic[T]):  # T: an SDK exporter (has ``shutdown()``)
     """The exporter built by ``factory`` for ``tls``'s current files; ``get()`` rebuilds it after a rotation."""
 
-    def __init__(self, factory: Callable[[], T], tls: ClientTls, shutdown: Callable[[T], None]) -> None:
+    def __init__(self, factory: Callable[[], T], tls: ClientTls) -> None:
         self.factory = factory
         self.tls = tls
-        self._shutdown = shutdown
         self.exporter = factory()
         self.generation = tls.generation
 
@@ -37,7 +36,7 @@ class _Current(Generic[T]):
         if self.generation != self.tls.generation:
             old, self.exporter = self.exporter, self.factory()
             self.generation = self.tls.generation
-            self._shutdown(old)
+            old.shutdown()
         return self.exporter
 
 
@@ -45,11 +44,7 @@ class ReloadingSpanExporter(SpanExporter):
     """A span exporter from ``factory``, rebuilt when ``tls``'s files rotate."""
 
     def __init__(self, factory: Callable[[], SpanExporter], tls: ClientTls) -> None:
-        self._current = _Current(factory, tls, lambda e: e.shutdown())
-
-    @property
-    def exporter(self) -> SpanExporter:
-        return self._current.exporter
+        self._current = _Current(factory, tls)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self._current.get().export(spans)
@@ -66,14 +61,10 @@ class ReloadingMetricExporter(MetricExporter):
     aggregation preferences as the exporter it wraps)."""
 
     def __init__(self, factory: Callable[[], MetricExporter], tls: ClientTls) -> None:
-        self._current = _Current(factory, tls, lambda e: e.shutdown())
+        self._current = _Current(factory, tls)
         inner = self._current.exporter
         super().__init__(preferred_temporality=inner._preferred_temporality,
                          preferred_aggregation=inner._preferred_aggregation)
-
-    @property
-    def exporter(self) -> MetricExporter:
-        return self._current.exporter
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         return self._current.get().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
@@ -85,6 +76,13 @@ class ReloadingMetricExporter(MetricExporter):
         self._current.exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
-def follows_rotation(tls: ClientTls | None) -> bool:
-    """Whether an exporter for ``tls`` needs wrapping: TLS on with files to watch."""
-    return tls is not None and tls.enabled and bool(tls.config.ca_file or tls.config.cert_file)
+E = TypeVar("E")
+
+
+def reloading(factory: Callable[[], E], tls: ClientTls | None, wrapper: Callable[[Callable[[], E], ClientTls], E]) -> E:
+    """``factory()``'s exporter, wrapped in ``wrapper`` (``ReloadingSpanExporter`` /
+    ``ReloadingMetricExporter``) when ``tls`` is on with files to follow. The first exporter is built
+    here either way, so a ``UserError`` from its files is raised now."""
+    if tls is not None and tls.enabled and (tls.config.ca_file or tls.config.cert_file):
+        return wrapper(factory, tls)
+    return factory()

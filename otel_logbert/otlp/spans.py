@@ -177,12 +177,9 @@ def build_span_exporter(
     """opentelemetry-sdk's OTLP span exporter for ``endpoint`` (``http(s)://host:port`` or ``host:port``)
     with ``tls`` (``otlp.tls.sdk_exporter_options``), rebuilt when its files rotate
     (``otlp.reloading``). Raises ``UserError``."""
-    from otel_logbert.otlp.reloading import ReloadingSpanExporter, follows_rotation
+    from otel_logbert.otlp.reloading import ReloadingSpanExporter, reloading
 
-    if follows_rotation(tls):
-        assert tls is not None  # the first exporter is built here: a UserError is raised now
-        return ReloadingSpanExporter(lambda: _span_exporter(endpoint, protocol, timeout_s, headers, tls), tls)
-    return _span_exporter(endpoint, protocol, timeout_s, headers, tls)
+    return reloading(lambda: _span_exporter(endpoint, protocol, timeout_s, headers, tls), tls, ReloadingSpanExporter)
 
 
 def _span_exporter(

@@ -105,12 +105,10 @@ def build_metric_exporter(
     ``host:port``): gRPC ``MetricsService/Export``, or for ``protocol == "http"`` protobuf posted to
     ``<endpoint>/v1/metrics``; TLS from ``tls`` (``otlp.tls.sdk_exporter_options``), rebuilt when its
     files rotate (``otlp.reloading``)."""
-    from otel_logbert.otlp.reloading import ReloadingMetricExporter, follows_rotation
+    from otel_logbert.otlp.reloading import ReloadingMetricExporter, reloading
 
-    if follows_rotation(tls):
-        assert tls is not None  # the first exporter is built here: a UserError is raised now
-        return ReloadingMetricExporter(lambda: _metric_exporter(endpoint, protocol, timeout_s, headers, tls), tls)
-    return _metric_exporter(endpoint, protocol, timeout_s, headers, tls)
+    return reloading(lambda: _metric_exporter(endpoint, protocol, timeout_s, headers, tls), tls,
+                     ReloadingMetricExporter)
 
 
 def _metric_exporter(
