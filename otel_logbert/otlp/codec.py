@@ -247,13 +247,13 @@ def field_bytes(number: int, payload: bytes) -> bytes:
 
 
 _SCOPE_RECORD_TAG = varint((SCOPE_LOGS_LOG_RECORDS << 3) | 2)
-_SMALL_VARINTS = [varint(n) for n in range(1 << 14)]  # two bytes at most; covers typical records
+SMALL_VARINTS = [varint(n) for n in range(1 << 14)]  # varint(n) for n < 16384 (two bytes), by lookup
 
 
 def scope_logs_bytes(scope: bytes | None, schema_url: bytes, records: list[tuple[bytes, bytes]]) -> bytes:
     """A serialized ``ScopeLogs`` holding ``records``: each a serialized ``LogRecord`` given as two
     pieces written back to back (the record, then attribute entries appended to it)."""
-    tag, small = _SCOPE_RECORD_TAG, _SMALL_VARINTS
+    tag, small = _SCOPE_RECORD_TAG, SMALL_VARINTS
     parts = [field_bytes(SCOPE_LOGS_SCOPE, scope)] if scope is not None else []
     append = parts.append
     for data, suffix in records:

@@ -12,6 +12,8 @@ from array import array
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from otel_logbert.otlp.codec import SMALL_VARINTS, varint
+
 NO_SPAN_ID = b"\x00" * 8
 
 
@@ -245,12 +247,8 @@ class Session:
             self._note_origin(n, origin)
         if record.ticket or self._tickets is not None:
             self._note_ticket(n, record.ticket)
-        blob, data = self._blob, record.data
-        size = len(data)
-        while size > 0x7F:
-            blob.append((size & 0x7F) | 0x80)
-            size >>= 7
-        blob.append(size)
+        blob, data, size = self._blob, record.data, len(record.data)
+        blob += SMALL_VARINTS[size] if size < len(SMALL_VARINTS) else varint(size)
         blob += data
         self.n_records = n + 1
 
