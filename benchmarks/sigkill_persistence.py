@@ -30,46 +30,28 @@ from collections import Counter
 from pathlib import Path
 
 import grpc
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.common.v1 import common_pb2
-from opentelemetry.proto.logs.v1 import logs_pb2
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from otel_logbert.demo.receiver import OtlpReceiver  # noqa: E402
 from otel_logbert.otlp.codec import LOGS_EXPORT_METHOD  # noqa: E402
-from tests.conftest import NORMAL_MESSAGES, SidecarProcess, make_rule_bundle  # noqa: E402
-
-TRACES, PER_TRACE = 10, 5
-
-
-def export_request(n: int, run: int) -> tuple[bytes, list[str]]:
-    request = logs_service_pb2.ExportLogsServiceRequest()
-    rl = request.resource_logs.add()
-    rl.resource.attributes.add(key="service.name").value.string_value = "checkout"
-    sl = rl.scope_logs.add()
-    ids = []
-    for t in range(TRACES):
-        trace_id = (run << 64 | n * TRACES + t + 1).to_bytes(16, "big")
-        for r in range(PER_TRACE):
-            record_id = f"{n}-{t}-{r}"
-            ids.append(record_id)
-            sl.log_records.append(logs_pb2.LogRecord(
-                time_unix_nano=1_700_000_000_000_000_000 + n * 1000 + t * 10 + r, trace_id=trace_id,
-                span_id=b"\x01" * 8, body=common_pb2.AnyValue(string_value=NORMAL_MESSAGES[r]),
-                attributes=[common_pb2.KeyValue(key="test.id", value=common_pb2.AnyValue(string_value=record_id))],
-            ))
-    return request.SerializeToString(), ids
+from tests.conftest import (  # noqa: E402
+    RECORDS_PER_TRACE,
+    TRACES_PER_REQUEST,
+    SidecarProcess,
+    export_request,
+    make_rule_bundle,
+)
 
 
-def send(target: str, rate: float, seconds: float, run: int, acknowledged: list[str], stop: threading.Event) -> None:
+def send(target: str, rate: float, seconds: float, acknowledged: list[str], stop: threading.Event) -> None:
     channel = grpc.insecure_channel(target)
     call = channel.unary_unary(LOGS_EXPORT_METHOD)
-    per_request = TRACES * PER_TRACE / rate
+    per_request = TRACES_PER_REQUEST * RECORDS_PER_TRACE / rate
     started, n = time.monotonic(), 0
     while not stop.is_set():
-        body, ids = export_request(n, run)
+        body, ids = export_request(n)
         try:
             call(body, timeout=5)
             acknowledged.extend(ids)
@@ -95,8 +77,7 @@ def one_run(bundle: Path, persistence: bool, rate: float, seconds: float, run: i
     first = SidecarProcess(config, workdir).start(timeout_s=120)
     acknowledged: list[str] = []
     stop = threading.Event()
-    sender = threading.Thread(target=send, args=(first.grpc_target, rate, seconds, run,
-                                                 acknowledged, stop))
+    sender = threading.Thread(target=send, args=(first.grpc_target, rate, seconds, acknowledged, stop))
     sender.start()
     time.sleep(seconds)
     assert first.process is not None

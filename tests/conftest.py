@@ -36,6 +36,8 @@ import yaml
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
 
 from otel_logbert.demo.receiver import OtlpReceiver
 
@@ -167,6 +169,32 @@ NORMAL_MESSAGES = (
     "order 7 created for user 42",
     "payment accepted for order 7",
 )
+
+
+TRACES_PER_REQUEST = 10
+RECORDS_PER_TRACE = 5
+
+
+def export_request(n: int) -> tuple[bytes, list[str]]:
+    """Request ``n``: ten new traces of five records (``NORMAL_MESSAGES``), each record with a unique
+    ``test.id``; with the ids. Request ``n``'s trace ids follow request ``n - 1``'s."""
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    rl = request.resource_logs.add()
+    rl.resource.attributes.add(key="service.name").value.string_value = "checkout"
+    sl = rl.scope_logs.add()
+    sl.scope.name = "shop"
+    ids = []
+    for t in range(TRACES_PER_REQUEST):
+        trace_id = (n * TRACES_PER_REQUEST + t + 1).to_bytes(16, "big")
+        for r in range(RECORDS_PER_TRACE):
+            record_id = f"{n}-{t}-{r}"
+            ids.append(record_id)
+            sl.log_records.append(logs_pb2.LogRecord(
+                time_unix_nano=1_700_000_000_000_000_000 + n * 1000 + t * 10 + r, trace_id=trace_id,
+                span_id=b"\x01" * 8, body=common_pb2.AnyValue(string_value=NORMAL_MESSAGES[r]),
+                attributes=[common_pb2.KeyValue(key="test.id", value=common_pb2.AnyValue(string_value=record_id))],
+            ))
+    return request.SerializeToString(), ids
 
 
 def make_rule_bundle(out: Path, normal_messages: tuple[str, ...] = NORMAL_MESSAGES, broken: bool = False) -> Path:

@@ -12,39 +12,11 @@ from typing import Any
 
 import grpc
 import pytest
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.common.v1 import common_pb2
-from opentelemetry.proto.logs.v1 import logs_pb2
 
 from otel_logbert.otlp.codec import LOGS_EXPORT_METHOD
-from tests.conftest import NORMAL_MESSAGES, OtlpSink, SidecarProcess
+from tests.conftest import OtlpSink, SidecarProcess, export_request
 
 pytestmark = pytest.mark.integration
-
-TRACES_PER_REQUEST = 10
-RECORDS_PER_TRACE = 5
-
-
-def export_request(n: int) -> tuple[bytes, list[str]]:
-    """Request ``n``: ten new traces of five records, each record with a unique ``test.id``."""
-    request = logs_service_pb2.ExportLogsServiceRequest()
-    rl = request.resource_logs.add()
-    rl.resource.attributes.add(key="service.name").value.string_value = "checkout"
-    sl = rl.scope_logs.add()
-    sl.scope.name = "shop"
-    ids = []
-    for t in range(TRACES_PER_REQUEST):
-        trace_id = (n * TRACES_PER_REQUEST + t + 1).to_bytes(16, "big")
-        for r in range(RECORDS_PER_TRACE):
-            record_id = f"{n}-{t}-{r}"
-            ids.append(record_id)
-            sl.log_records.append(logs_pb2.LogRecord(
-                time_unix_nano=1_700_000_000_000_000_000 + n * 1000 + t * 10 + r, trace_id=trace_id,
-                span_id=b"\x01" * 8, body=common_pb2.AnyValue(string_value=NORMAL_MESSAGES[r]),
-                attributes=[common_pb2.KeyValue(key="test.id", value=common_pb2.AnyValue(string_value=record_id))],
-            ))
-    return request.SerializeToString(), ids
-
 
 class Sender(threading.Thread):
     """Sends requests one after another at ``per_s`` requests/s until stopped or refused for good;
