@@ -341,12 +341,6 @@ class Session:
         """Let go of the records (handed on already, e.g. via ``stored``); the session keeps its keys."""
         self._clear()
 
-    def take_records(self) -> list[Record]:
-        """Hand over the records (to the forward queue); the session keeps its keys only."""
-        records = self.records
-        self._clear()
-        return records
-
     @property
     def id(self) -> str:
         """Unique within a sidecar run: the key's text and a serial number."""

@@ -22,7 +22,8 @@ def test_records_round_trip_with_key_attributes_origins_tickets_and_long_data() 
         (b"x<tmpl 1>", CART, 0, 0), (long + b"<tmpl 2>", PAY, 1, 7), (b"", CART, 2, 0)]
     assert [(o, d, attr) for o, d, attr, _, _ in s.stored()] == [
         (CART, b"x", b"<tmpl 1>"), (PAY, long, b"<tmpl 2>"), (CART, b"", b"")]
-    taken = s.take_records()
+    taken = s.records
+    s.drop_records()
     assert len(taken) == 3 and s.n_records == 0 and s.records == [] and s.keys == [a, b, "plain"]
 
 
