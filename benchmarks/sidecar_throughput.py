@@ -10,7 +10,9 @@ sessions keyed by ``blk_-?\\d+`` (``sessions.key: regex``):
    sending as fast as the sidecar accepts (honouring its back-pressure);
 2. latency: p50/p99 from session close to forwarded (acknowledged downstream), from the sidecar's
    ``otel_logbert_session_forward_latency_seconds`` histogram (linear within a bucket), while
-   sending at half the throughput measured in (1);
+   sending at half the throughput measured in (1) (``--latency-rate`` sets another rate); beside it
+   the part from close to verdict (``..._verdict_latency_seconds``) and the scorer's time per batch.
+   The downstream of this measure runs in its own process, as a real one would;
 3. memory: RSS of the sidecar holding 100,000 open sessions (``--session-length`` records each;
    untimed records, so no per-key timestamps are kept), once per run;
 4. beside (1) in every run, in this process while no sidecar runs: drain3's own
@@ -21,7 +23,7 @@ sessions keyed by ``blk_-?\\d+`` (``sessions.key: regex``):
 Usage::
 
     python benchmarks/sidecar_throughput.py [--bundle DIR] [--runs 3] [--records 300000] [--out FILE]
-                                            [--persistence]
+                                            [--persistence] [--latency-rate R]
 
 ``--persistence`` runs every sidecar with the persistent queue on (``persistence.directory`` in the
 benchmark's temporary directory, on the disk ``TMPDIR`` is on): its cost is the difference to a run
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -48,6 +51,7 @@ import time
 import urllib.request
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -157,6 +161,44 @@ class CountingSink:
 
     def stop(self) -> None:
         self.server.stop(0)
+
+
+def _serve_counting_sink(port: Any, records: Any) -> None:  # two multiprocessing Values
+    """The body of ``SinkProcess``: a ``CountingSink`` whose port and count live in shared memory."""
+    sink = CountingSink()
+    port.value = sink.port
+    while True:
+        records.value = sink.records
+        time.sleep(0.002)
+
+
+class SinkProcess:
+    """A ``CountingSink`` in its own process: the downstream's decoding then competes neither with the
+    senders' threads in this process nor for this process's GIL, as a real downstream would not."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._port, self._records = context.Value("i", 0), context.Value("q", 0)
+        self._process = context.Process(target=_serve_counting_sink, args=(self._port, self._records), daemon=True)
+        self._process.start()
+        deadline = time.monotonic() + 30
+        while not self._port.value and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.port = self._port.value
+
+    @property
+    def records(self) -> int:
+        return self._records.value
+
+    def wait_for(self, n: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.records < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.records >= n
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.join(5)
 
 
 # --- the sidecar process ----------------------------------------------------------------------------
@@ -392,7 +434,7 @@ def measure_drain3(lines: list[tuple[str, str, str, int]]) -> dict:
 
 
 def measure_latency(bundle: Path, requests: list[bytes], n: int, rate: float, workdir: Path) -> dict:
-    sink = CountingSink()
+    sink = SinkProcess()
     sidecar = Sidecar(bundle, sink.port, workdir)
     try:
         send_all(f"127.0.0.1:{sidecar.grpc_port}", requests, rate=rate)
@@ -400,9 +442,18 @@ def measure_latency(bundle: Path, requests: list[bytes], n: int, rate: float, wo
         text = sidecar.metrics()
         name = "otel_logbert_session_forward_latency_seconds"
         count = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(f"{name}_count"))
+        scoring = "otel_logbert_scoring_duration_seconds"
+        verdict = "otel_logbert_session_verdict_latency_seconds"
         return {"measure": "latency", "rate_per_s": round(rate), "sessions": int(count),
                 "p50_ms": round(1000 * histogram_quantile(text, name, 0.50), 1),
-                "p99_ms": round(1000 * histogram_quantile(text, name, 0.99), 1)}
+                "p99_ms": round(1000 * histogram_quantile(text, name, 0.99), 1),
+                # one part of the above: the scorer's own time per batch part (the rest is waiting for the
+                # batch, the event loop and the forward request)
+                "scoring_p50_ms": round(1000 * histogram_quantile(text, scoring, 0.50), 1),
+                "scoring_p99_ms": round(1000 * histogram_quantile(text, scoring, 0.99), 1),
+                # close -> verdict: the batch wait and scoring; the rest of p99_ms is annotation and forwarding
+                "verdict_p50_ms": round(1000 * histogram_quantile(text, verdict, 0.50), 1),
+                "verdict_p99_ms": round(1000 * histogram_quantile(text, verdict, 0.99), 1)}
     finally:
         sidecar.stop()
         sink.stop()
@@ -447,6 +498,8 @@ def main() -> int:
     parser.add_argument("--persistence", action="store_true", help="sidecars with the persistent queue on")
     parser.add_argument("--py-spy", type=Path, metavar="FILE", help="profile the throughput sidecar with py-spy "
                         "($PY_SPY or on PATH) into FILE (collapsed stacks, per thread)")
+    parser.add_argument("--latency-rate", type=float, help="records/s of the latency measure (default: half the "
+                        "measured throughput; 10,000 with --skip throughput)")
     parser.add_argument("--parsing-workers", type=int, help="parsing.workers of the sidecars (default: its default)")
     args = parser.parse_args()
     global PERSISTENCE
@@ -472,7 +525,7 @@ def main() -> int:
                 rates[-1] / results[-1]["add_log_message_stock_rules_per_s"], 2)
             print(json.dumps(results[-1]), flush=True)
         if "latency" not in args.skip:
-            rate = statistics.median(rates) / 2 if rates else 10_000.0
+            rate = args.latency_rate or (statistics.median(rates) / 2 if rates else 10_000.0)
             half = requests[: max(1, int(len(requests) * min(1.0, rate * 10 / n)))]  # ~10 s at that rate
             results.append(measure_latency(bundle, half, count_records(half), rate, workdir))
             print(json.dumps(results[-1]), flush=True)

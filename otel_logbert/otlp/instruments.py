@@ -127,6 +127,11 @@ METRICS: tuple[MetricSpec, ...] = (
         ("outcome",), LATENCY_BUCKETS_S,
     ),
     MetricSpec(
+        "verdict_latency", "otel_logbert.session.verdict_latency", "histogram", "s",
+        "From session close to its verdict: waiting for a scoring batch, then scoring (part of forward_latency)",
+        (), LATENCY_BUCKETS_S,
+    ),
+    MetricSpec(
         "forward_latency", "otel_logbert.session.forward_latency", "histogram", "s",
         "From session close to its records being acknowledged downstream", (), LATENCY_BUCKETS_S,
     ),

@@ -45,7 +45,7 @@ from otel_logbert.sessions.keys import KeyRule
 from otel_logbert.sessions.learn import LearnWriter
 from otel_logbert.sessions.session import OriginTable, Record, Session, Verdict
 from otel_logbert.sessions.store import SessionStore
-from otel_logbert.sidecar.lanes import Router
+from otel_logbert.sidecar.lanes import YIELD_EVERY, Router
 from otel_logbert.sidecar.wal import Backlog, PersistenceFull, WriteAheadLog, ticket
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 RESTART = "restart"  # close reason (and ``log.anomaly.reason``) of sessions restored from the log
 REPLAY_WAIT_S = 0.05  # while replaying: how often to look whether the queue has room again
 SERVICE_NAME = b"service.name"
-YIELD_EVERY = 1024  # records ingested between yields to the event loop
 
 FieldReader = Callable[[Any], "bytes | str"]
 
@@ -288,7 +287,10 @@ class Pipeline:
         """Annotate scored sessions' records, emit their spans, queue the records for forwarding."""
         items: list[Item] = []
         anomalous = 0
+        now = time.monotonic()
+        verdict_latency = self.metrics.verdict_latency
         for session, verdict in zip(sessions, verdicts, strict=True):
+            verdict_latency.record(now - session.closed_at)
             mark = Mark(session.closed_at)
             if session.closed_by == RESTART and not verdict.reason:
                 verdict = dataclasses.replace(verdict, reason=RESTART)

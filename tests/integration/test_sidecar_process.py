@@ -108,6 +108,8 @@ def test_sdk_exporters_over_grpc_and_http_records_arrive_once_enriched_with_span
             assert [v.string_value for v in event_attrs["log.anomaly.unexpected_templates"].values] == [faulty[1]]
     assert sidecar.metric("otel_logbert_records_forwarded_total") == sent
     assert sidecar.metric("otel_logbert_sessions_scored_total") == len(grpc_traces) + len(http_traces)
+    # one close -> verdict latency per scored session, the part of close -> forwarded before annotation
+    assert sidecar.metric("otel_logbert_session_verdict_latency_seconds_count") == len(grpc_traces) + len(http_traces)
     # A graceful stop delivers (and has acknowledged) everything the sidecar holds before it exits, so
     # after it nothing more can arrive: every record exactly once, no late duplicate.
     assert sidecar.stop() == 0

@@ -214,7 +214,7 @@ def test_unbindable_port_is_a_user_error(otlp_sink: OtlpSink, rule_bundle: Path)
 
 
 def test_a_large_request_is_taken_in_slices_exactly_once(otlp_sink: OtlpSink, rule_bundle: Path) -> None:
-    from otel_logbert.sidecar.pipeline import YIELD_EVERY
+    from otel_logbert.sidecar.lanes import YIELD_EVERY
 
     n = 3 * YIELD_EVERY + 17
     req = logs_service_pb2.ExportLogsServiceRequest()
