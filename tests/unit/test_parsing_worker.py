@@ -65,6 +65,17 @@ def test_parse_masked_is_parse() -> None:
     assert split.to_json() == mined.to_json()
 
 
+async def started(worker: MaskingWorker | None, batch: int) -> MaskingWorker:
+    """``worker`` once it offloads a batch of ``batch`` texts (its first ``offloads`` starts the process,
+    which answers after it has spawned); fails after 30 s."""
+    assert worker is not None
+    for _ in range(600):
+        if worker.offloads(batch):
+            return worker
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the masking worker did not start within 30 s (failed: {worker.failed})")
+
+
 def test_worker_masks_like_the_masker_in_order() -> None:
     parser = LogParser("hdfs")
     texts = [f"{t} {i}" if isinstance(t, str) else t for i in range(10) for t in MIXED]
@@ -72,10 +83,7 @@ def test_worker_masks_like_the_masker_in_order() -> None:
 
     async def scenario() -> list:
         assert not worker.offloads(len(texts))  # starts the process; masked here until it answered
-        for _ in range(600):
-            if worker.offloads(len(texts)):
-                break
-            await asyncio.sleep(0.05)
+        await started(worker, len(texts))
         assert not worker.offloads(7)  # too small a batch
         return await worker.masked_many(parser.mask_spec(), texts)
 
@@ -95,11 +103,7 @@ def test_lane_parse_many_through_the_worker_equals_parse() -> None:
     here = Lane(0, "default", LogParser("hdfs"), "log.record.template")
 
     async def scenario() -> list:
-        worker = by_worker.masking_worker
-        assert worker is not None
-        worker.offloads(999)
-        while not worker.offloads(999):
-            await asyncio.sleep(0.05)
+        await started(by_worker.masking_worker, 999)
         return [await by_worker.parse_many(batch) for batch in batches]
 
     try:
@@ -116,11 +120,7 @@ def test_a_killed_worker_falls_back_to_parsing_here() -> None:
     texts = [f"Verification succeeded for blk_{i}" for i in range(32)]
 
     async def scenario() -> list:
-        worker = lane.masking_worker
-        assert worker is not None
-        worker.offloads(99)
-        while not worker.offloads(99):
-            await asyncio.sleep(0.05)
+        worker = await started(lane.masking_worker, 99)
         pool = worker._pool
         assert pool is not None
         for pid in list(pool._processes):
