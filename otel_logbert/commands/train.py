@@ -88,10 +88,14 @@ def run(args: argparse.Namespace) -> int:
     if args.model == "fastlogad":
         from otel_logbert.models.fastlogad import separation_warning
 
-        separation = separation_warning(metadata["losses"])
-        if separation:
-            metadata["warnings"] = [separation]
-            print(f"warning: {args.train}: {separation}", file=sys.stderr)
+        member_losses = metadata["ensemble"]["losses"] if "ensemble" in metadata else [metadata["losses"]]
+        for member, losses in enumerate(member_losses):
+            separation = separation_warning(losses)
+            if separation:
+                if len(member_losses) > 1:
+                    separation = f"ensemble member {member + 1}: {separation}"
+                metadata.setdefault("warnings", []).append(separation)
+                print(f"warning: {args.train}: {separation}", file=sys.stderr)
     if threshold.get("too_small"):
         print(f"warning: {args.train}: {len(data.sessions)} normal sessions are too few to calibrate target_fpr "
               f"{threshold['target_fpr']:g}: {_calibration_words(threshold)}", file=sys.stderr)
@@ -116,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         "bundle": str(bundle.path), "model_version": bundle.model_version, "sessions": len(data.sessions),
         "train_seconds": metadata["train_seconds"], "threshold": threshold["threshold"],
         "calibration": threshold["calibration"], "target_fpr": threshold.get("target_fpr"),
-        "detection": threshold["detection"], "onnx": not args.no_export, "semantic": args.semantic,
+        "detection": threshold["detection"], "ensemble": metadata["training"]["ensemble"],
+        "onnx": not args.no_export, "semantic": args.semantic,
     }))
     return 0
 

@@ -34,6 +34,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     # the configured epochs are raised so that every model trains at least this many optimizer steps
     # (a set of 50 sessions is one batch: one step per epoch); an explicit --epochs is taken as given
     "min_steps": 800,
+    # quantile / max: serve a seed ensemble of this many members, all trained on the train split with
+    # seeds seed, seed + 1000, ... and made unit-free on the validation split (training.ensemble); 1 = one
+    # model. pot always serves one model (its threshold comes from single fold models).
+    "ensemble": 1,
 }
 
 
@@ -54,6 +58,8 @@ def validate_training(training: dict[str, Any], source: str) -> None:
         raise bad("tail_quantile", "a number in [0.5, 1)")
     if not isinstance(training["min_steps"], int) or training["min_steps"] < 0:
         raise bad("min_steps", "an integer >= 0")
+    if not isinstance(training["ensemble"], int) or isinstance(training["ensemble"], bool) or training["ensemble"] < 1:
+        raise bad("ensemble", "an integer >= 1")
     if not isinstance(training["threshold_quantile"], (int, float)) or not 0.0 < training["threshold_quantile"] <= 1:
         raise bad("threshold_quantile", "a number in (0, 1]")
 

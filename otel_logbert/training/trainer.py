@@ -4,7 +4,9 @@ Only normal sessions are used. ``calibration: auto`` (default) is ``quantile`` f
 validation split holds at least 1 / ``target_fpr`` sessions and ``pot`` for a smaller one
 (``training.calibration.resolve``). With ``quantile`` / ``max`` a validation split held out from the
 training file calibrates the detection parameters (LogBERT's g and radius, BERT-LogAnom's g)
-and the threshold. With ``pot`` ``folds`` models give every training session an out-of-fold score, which
+and the threshold; ``ensemble: K`` trains K members on the same train split (seeds ``seed + 1000 i``) and
+serves their mean unit-free score (``training.ensemble``). With ``pot`` ``folds`` models give every
+training session an out-of-fold score, which
 sets the threshold (``training.calibration``) and the top-g (the folds' median); the served model is
 trained on all sessions. No anomaly label enters training, early stopping, thresholds or parameters.
 """
@@ -28,6 +30,7 @@ from torch import nn
 from otel_logbert import bundle as bundle_io
 from otel_logbert.errors import BundleError, UserError
 from otel_logbert.models.encoder import EncoderConfig
+from otel_logbert.models.ensemble import SeedEnsemble
 from otel_logbert.models.registry import build_model, config_to_json, make_config
 from otel_logbert.parsing.vocabulary import Vocabulary
 from otel_logbert.progress import progress_bar
@@ -36,6 +39,7 @@ from otel_logbert.scoring.pytorch import TorchScorer
 from otel_logbert.training.calibration import fold_indices, pot_threshold, resolve, too_small
 from otel_logbert.training.config import load_training_config, validate_training
 from otel_logbert.training.data import batches, pad, split_normal, to_chunks
+from otel_logbert.training.ensemble import member_seed, member_units
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ THREADS_ENV = "OTEL_LOGBERT_TORCH_THREADS"
 DEFAULT_THREADS = 1
 # Relative margin added to the threshold quantile: the export parity tolerance (see export.py).
 THRESHOLD_MARGIN = 1e-4
+# config.json key of a seed ensemble's member count (absent: one model)
+ENSEMBLE_KEY = "ensemble_members"
 
 
 def _set_epochs(model_name: str, model_cfg: dict, training: dict, epochs: int | None) -> None:
@@ -215,6 +221,9 @@ def train_model(
     common = {"seed": seed, "device": device, "explicit_epochs": epochs is not None, "progress": progress}
     training["calibration"] = resolve(training["calibration"], len(sessions), float(training["val_fraction"]),
                                       float(training["target_fpr"]))
+    if training["calibration"] == "pot" and training["ensemble"] > 1:
+        log.warning("calibration pot serves one model: ensemble %d is not used", training["ensemble"])
+        training["ensemble"] = 1
     if training["calibration"] == "pot":
         fit, threshold, split, fold_seconds = _train_pot(model_name, model_values, training, sessions, vocab, common)
     else:
@@ -243,8 +252,14 @@ def _train_quantile(
 ) -> tuple[Fit, dict[str, Any], dict[str, Any]]:
     """The ``quantile`` / ``max`` rules: one model on a train split, a quantile of the validation scores."""
     train_sessions, val_sessions = split_normal(sessions, training["val_fraction"], seed)
-    fit = _fit(model_name, model_values, training, train_sessions, vocab, desc=f"train {model_name}", **common)
-    detection = _calibrate(fit.model, val_sessions, vocab)
+    members = int(training["ensemble"])
+    if members == 1:
+        fit = _fit(model_name, model_values, training, train_sessions, vocab, desc=f"train {model_name}", **common)
+        detection = _calibrate(fit.model, val_sessions, vocab)
+        about = None
+    else:
+        fit, detection, about = _fit_ensemble(model_name, model_values, training, train_sessions, val_sessions, vocab,
+                                       members, seed, common)
     val_scores = _scores(fit.model, model_name, vocab, val_sessions)
     quantile = 1.0 if training["calibration"] == "max" else float(training["threshold_quantile"])
     value = float(np.quantile(val_scores, quantile))
@@ -267,7 +282,36 @@ def _train_quantile(
     threshold["dtpm"] = fit_dtpm(val_scores, threshold["threshold"], tau=min(quantile, 0.999), seed=seed).to_json()
     split = {"train_sessions": len(train_sessions), "validation_sessions": len(val_sessions),
              "train_chunks": fit.chunks}
+    if about is not None:
+        split["ensemble"] = about
     return fit, threshold, split
+
+
+def _fit_ensemble(
+    model_name: str, model_values: dict, training: dict, train_sessions: Sequence[Sequence[str]],
+    val_sessions: Sequence[Sequence[str]], vocab: Vocabulary, members: int, seed: int, common: dict,
+) -> tuple[Fit, dict[str, Any], dict[str, Any]]:
+    """``members`` models on the same train split, each calibrated and made unit-free on the validation
+    split. Returns the ``SeedEnsemble`` as one ``Fit`` (steps and seconds summed, member 0's losses),
+    the detection parameters (per member) and the metadata's ``ensemble`` (seeds, units, per-member
+    training seconds and losses)."""
+    fits, detections, member_val = [], [], []
+    for i in range(members):
+        fit = _fit(model_name, model_values, training, train_sessions, vocab,
+                   desc=f"train {model_name} member {i + 1}/{members}", **{**common, "seed": member_seed(seed, i)})
+        detections.append(_calibrate(fit.model, val_sessions, vocab))
+        member_val.append(_scores(fit.model, model_name, vocab, val_sessions))
+        fits.append(fit)
+    units = member_units(member_val)
+    ensemble = SeedEnsemble([cast(nn.Module, f.model) for f in fits])
+    ensemble.set_units(units)
+    ensemble.eval()
+    combined = Fit(cast(TrainableModel, ensemble), fits[0].epochs, sum(f.steps for f in fits), fits[0].chunks,
+                   fits[0].losses, sum(f.seconds for f in fits))
+    about = {"members": members, "seeds": [member_seed(seed, i) for i in range(members)],
+             "units": [list(u) for u in units], "train_seconds": [round(f.seconds, 2) for f in fits],
+             "losses": [f.losses for f in fits]}
+    return combined, {"members": detections}, about
 
 
 def _train_pot(
@@ -354,11 +398,14 @@ def save_trained(
     save_file(state, str(out / bundle_io.WEIGHTS_FILE))
     digest = hashlib.sha256((out / bundle_io.WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
     center = cast(TrainableModel, model).center
+    config = {"model": model_name, **config_to_json(cast(TrainableModel, model).cfg)}
+    if isinstance(model, SeedEnsemble):
+        config[ENSEMBLE_KEY] = len(model.members)
     bundle = bundle_io.Bundle(
         path=out,
         model=model_name,
         model_version=f"{model_name}-{digest}",
-        config={"model": model_name, **config_to_json(model.cfg)},
+        config=config,
         vocab=vocab,
         threshold=threshold,
         metadata=metadata,
@@ -371,8 +418,15 @@ def save_trained(
 
 def load_model(bundle: bundle_io.Bundle) -> nn.Module:
     """Rebuild the PyTorch model of a bundle from config.json + weights.safetensors (no pickle)."""
-    values = {k: v for k, v in bundle.config.items() if k != "model"}
-    model = build_model(bundle.model, make_config(bundle.model, values))
+    values = {k: v for k, v in bundle.config.items() if k not in ("model", ENSEMBLE_KEY)}
+    members = bundle.config.get(ENSEMBLE_KEY)
+    if members is None:
+        model = build_model(bundle.model, make_config(bundle.model, values))
+    elif isinstance(members, int) and not isinstance(members, bool) and members >= 1:
+        model = SeedEnsemble([build_model(bundle.model, make_config(bundle.model, values)) for _ in range(members)])
+    else:
+        raise BundleError(f"{bundle.path / bundle_io.CONFIG_FILE}: {ENSEMBLE_KEY} {members!r}: "
+                          "expected an integer >= 1")
     weights = bundle_io.model_file(bundle, bundle_io.WEIGHTS_FILE)  # inside the bundle, regular, bounded
     try:
         state = load_file(str(weights))
