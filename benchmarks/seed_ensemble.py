@@ -10,7 +10,7 @@ ensemble's validation scores. Labels (dev) only measure.
 
 Usage: benchmarks/seed_ensemble.py --model fastlogad --seeds 0 1 2 3 4 [--members 3] [--out runs/ensemble]
 
-Writes ``<out>/<model>-<seed>.npz`` (per member ``val{i}``, ``devn{i}``, ``deva{i}``; an existing file is
+Writes ``<out>/<model>-<seed>-k<members>.npz`` (per member ``val{i}``, ``devn{i}``, ``deva{i}``; an existing file is
 reused, so an interrupted run goes on where it stopped) and prints per seed single vs ensemble.
 Training is single-threaded (``OTEL_LOGBERT_TORCH_THREADS``, default 1).
 """

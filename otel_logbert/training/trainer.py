@@ -259,7 +259,7 @@ def _train_quantile(
         about = None
     else:
         fit, detection, about = _fit_ensemble(model_name, model_values, training, train_sessions, val_sessions, vocab,
-                                       members, seed, common)
+                                              members, common)
     val_scores = _scores(fit.model, model_name, vocab, val_sessions)
     quantile = 1.0 if training["calibration"] == "max" else float(training["threshold_quantile"])
     value = float(np.quantile(val_scores, quantile))
@@ -289,12 +289,13 @@ def _train_quantile(
 
 def _fit_ensemble(
     model_name: str, model_values: dict, training: dict, train_sessions: Sequence[Sequence[str]],
-    val_sessions: Sequence[Sequence[str]], vocab: Vocabulary, members: int, seed: int, common: dict,
+    val_sessions: Sequence[Sequence[str]], vocab: Vocabulary, members: int, common: dict,
 ) -> tuple[Fit, dict[str, Any], dict[str, Any]]:
-    """``members`` models on the same train split, each calibrated and made unit-free on the validation
-    split. Returns the ``SeedEnsemble`` as one ``Fit`` (steps and seconds summed, member 0's losses),
-    the detection parameters (per member) and the metadata's ``ensemble`` (seeds, units, per-member
-    training seconds and losses)."""
+    """``members`` models on the same train split (member seeds from ``common["seed"]``), each calibrated
+    and made unit-free on the validation split. Returns the ``SeedEnsemble`` as one ``Fit`` (steps and
+    seconds summed, member 0's losses), the detection parameters (per member) and the metadata's
+    ``ensemble`` (seeds, units, per-member training seconds and losses)."""
+    seed = common["seed"]
     fits, detections, member_val = [], [], []
     for i in range(members):
         fit = _fit(model_name, model_values, training, train_sessions, vocab,
